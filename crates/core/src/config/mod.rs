@@ -1,0 +1,687 @@
+//! The `DicomWebOAuth` section of the Orthanc configuration (SPEC 3.1).
+//!
+//! [`load`] takes Orthanc's whole configuration (as Orthanc hands it to the
+//! plugin, JSON), substitutes `${VAR}`, migrates version 1.0 sections, checks
+//! every key against the table in [`keys`] and returns a typed [`Config`], or
+//! the first error with its SPEC 3.2 code, the server and the key path.
+//! A configuration is either wholly valid or refused: nothing starts half-configured.
+
+pub mod env;
+pub mod files;
+pub mod keys;
+pub mod migrate;
+mod reader;
+pub mod schema;
+
+use crate::error::ErrorCode;
+use crate::secret::Secret;
+use reader::Reader;
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use url::Url;
+
+pub use migrate::Migration;
+
+/// The name of the plugin's section in the Orthanc configuration.
+pub const SECTION: &str = "DicomWebOAuth";
+
+/// A configuration error: its code, the server it concerns and the key path.
+///
+/// `message` never contains a configured value that could be secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub code: ErrorCode,
+    pub server: Option<String>,
+    /// Full key path, e.g. `DicomWebOAuth.Servers.pacs.ClientSecret`.
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at_path(code: ErrorCode, path: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            code,
+            server: server_of_path(path),
+            key: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+fn server_of_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(&format!("{SECTION}.Servers."))?;
+    Some(rest.split(['.', '[']).next().unwrap_or(rest).to_owned())
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{}] ", self.code)?;
+        if let Some(server) = &self.server {
+            write!(f, "server '{server}': ")?;
+        }
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// The identity provider family, resolved (never `auto` once loaded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderType {
+    Generic,
+    Azure,
+    Google,
+    Aws,
+    Keycloak,
+    AzureManagedIdentity,
+}
+
+impl ProviderType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderType::Generic => "generic",
+            ProviderType::Azure => "azure",
+            ProviderType::Google => "google",
+            ProviderType::Aws => "aws",
+            ProviderType::Keycloak => "keycloak",
+            ProviderType::AzureManagedIdentity => "azuremanagedidentity",
+        }
+    }
+
+    /// What `auto` means for a token endpoint (SPEC 3.1).
+    pub fn detect(token_endpoint: &Url) -> Self {
+        let host = token_endpoint.host_str().unwrap_or("").to_ascii_lowercase();
+        if host == "login.microsoftonline.com" {
+            ProviderType::Azure
+        } else if host == "oauth2.googleapis.com" {
+            ProviderType::Google
+        } else if host == "amazonaws.com" || host.ends_with(".amazonaws.com") {
+            ProviderType::Aws
+        } else if token_endpoint.path().contains("/realms/") {
+            ProviderType::Keycloak
+        } else {
+            ProviderType::Generic
+        }
+    }
+
+    /// Whether the provider authenticates with a client id and secret/key.
+    pub fn uses_client_credentials(self) -> bool {
+        matches!(
+            self,
+            ProviderType::Generic | ProviderType::Azure | ProviderType::Keycloak
+        )
+    }
+}
+
+/// Backoff between retries of a token request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RetryStrategy {
+    Exponential { multiplier: f64 },
+    Linear { increment: Duration },
+    Fixed,
+}
+
+/// Retry and circuit breaker settings of one server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resilience {
+    pub circuit_breaker_enabled: bool,
+    pub circuit_breaker_failure_threshold: u32,
+    pub circuit_breaker_timeout: Duration,
+    pub retry_max_attempts: u32,
+    pub retry_strategy: RetryStrategy,
+    pub retry_initial_delay: Duration,
+    pub retry_max_delay: Duration,
+}
+
+/// How the client proves its identity at the token endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientAuth {
+    /// `client_id` and `client_secret` in the form body (the Python plugin's way).
+    SecretPost(Secret),
+    /// HTTP Basic with the client id and secret (RFC 6749 §2.3.1).
+    SecretBasic(Secret),
+    /// A signed JWT client assertion (RFC 7523 §2.2).
+    PrivateKeyJwt(ClientAssertion),
+    /// The provider needs no client credentials (managed identities, metadata servers).
+    None,
+}
+
+/// The key and headers of a `private_key_jwt` client assertion.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientAssertion {
+    /// PEM private key.
+    pub key: Secret,
+    /// `RS256` or `ES256`.
+    pub algorithm: &'static str,
+    pub key_id: Option<String>,
+    pub x5t: Option<String>,
+}
+
+/// How to validate the access tokens a provider returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JwtValidation {
+    /// PEM public key; `None` means the provider's JWKS (from discovery).
+    pub public_key: Option<Secret>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+    pub algorithms: Vec<&'static str>,
+}
+
+/// TLS trust for one server and its identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// `false` only when `VerifySSL: false` (warned at start-up).
+    pub verify: bool,
+    /// Extra CA bundle files trusted besides the system roots.
+    pub ca_files: Vec<PathBuf>,
+}
+
+/// One protected DICOMweb server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    pub name: String,
+    pub url: Url,
+    pub provider: ProviderType,
+    pub token_endpoint: Option<Url>,
+    pub issuer: Option<Url>,
+    pub client_id: Option<String>,
+    pub client_auth: ClientAuth,
+    pub scope: String,
+    pub audience: Option<String>,
+    pub resource: Option<String>,
+    pub tenant_id: Option<String>,
+    pub refresh_buffer: Duration,
+    pub tls: Tls,
+    pub http_proxy: Option<String>,
+    pub timeout: Option<Duration>,
+    pub connect_timeout: Duration,
+    /// `None` when validation is disabled or not configured.
+    pub jwt_validation: Option<JwtValidation>,
+    pub resilience: Resilience,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheConfig {
+    Memory,
+    Redis { url: Secret },
+}
+
+/// Settings of Orthanc itself that the plugin follows for its outbound traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OrthancSettings {
+    /// Orthanc's `HttpProxy` (`host:port` or a URL), if set.
+    pub http_proxy: Option<String>,
+    /// Orthanc's `HttpTimeout` (default 60 s; 0 means none).
+    pub http_timeout: Option<Duration>,
+    /// Orthanc's `HttpsCACertificates` bundle, if set.
+    pub https_ca_certificates: Option<PathBuf>,
+}
+
+/// The whole, validated plugin configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub log_level: LogLevel,
+    pub log_file: Option<PathBuf>,
+    pub rate_limit_requests: u32,
+    pub rate_limit_window: Duration,
+    pub cache: CacheConfig,
+    pub servers: Vec<ServerConfig>,
+    pub orthanc: OrthancSettings,
+    /// What the v1 → v2 migration changed, if anything.
+    pub migration: Migration,
+    /// Non-fatal findings to log loudly at start-up (e.g. TLS verification off).
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    pub fn server(&self, name: &str) -> Option<&ServerConfig> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+}
+
+/// Loads the plugin configuration from Orthanc's whole configuration.
+///
+/// Returns `Ok(None)` when there is no `DicomWebOAuth` section (the plugin
+/// then stays idle). `env` looks environment variables up.
+pub fn load(
+    orthanc_config: &Value,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Config>, ConfigError> {
+    load_with_raw_section(orthanc_config, None, env)
+}
+
+/// Like [`load`], but reads the section from `raw_section` (as written in the
+/// file, before Orthanc's own `${VAR}` substitution; see [`files`]) when given.
+pub fn load_with_raw_section(
+    orthanc_config: &Value,
+    raw_section: Option<Value>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Config>, ConfigError> {
+    let Some(mut section) = raw_section.or_else(|| orthanc_config.get(SECTION).cloned()) else {
+        return Ok(None);
+    };
+    let orthanc = orthanc_settings(orthanc_config);
+    env::substitute(&mut section, SECTION, env)?;
+    let Value::Object(mut section) = section else {
+        return Err(ConfigError::at_path(
+            ErrorCode::Cfg002,
+            SECTION,
+            "the section must be a JSON object",
+        ));
+    };
+    let migration = migrate::migrate_to_v2(&mut section);
+    parse_section(&section, orthanc, migration).map(Some)
+}
+
+fn orthanc_settings(config: &Value) -> OrthancSettings {
+    let non_empty = |key: &str| {
+        config
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    OrthancSettings {
+        http_proxy: non_empty("HttpProxy"),
+        http_timeout: match config.get("HttpTimeout").and_then(Value::as_u64) {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => Some(Duration::from_secs(60)),
+        },
+        https_ca_certificates: non_empty("HttpsCACertificates").map(PathBuf::from),
+    }
+}
+
+fn parse_section(
+    section: &Map<String, Value>,
+    orthanc: OrthancSettings,
+    migration: Migration,
+) -> Result<Config, ConfigError> {
+    let r = Reader::new(section, keys::GLOBAL_KEYS, SECTION.to_owned(), None)?;
+    r.enumerated("ConfigVersion")?;
+    let log_level = match r.enumerated("LogLevel")? {
+        "DEBUG" => LogLevel::Debug,
+        "INFO" => LogLevel::Info,
+        "WARNING" => LogLevel::Warning,
+        _ => LogLevel::Error,
+    };
+    let cache = match r.enumerated("CacheType")? {
+        "redis" => {
+            let url = r
+                .opt_secret("RedisUrl")?
+                .ok_or_else(|| r.missing("RedisUrl", " when CacheType is redis"))?;
+            let scheme_ok = Url::parse(url.expose())
+                .map(|u| matches!(u.scheme(), "redis" | "rediss"))
+                .unwrap_or(false);
+            if !scheme_ok {
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    "RedisUrl",
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+            CacheConfig::Redis { url }
+        }
+        _ => CacheConfig::Memory,
+    };
+    let global_resilience = r.opt_object("ResilienceConfig")?;
+    let servers_value = r
+        .raw("Servers")
+        .ok_or_else(|| r.missing("Servers", ": at least one server must be defined"))?;
+    let Value::Object(servers_map) = servers_value else {
+        return Err(r.error(
+            ErrorCode::Cfg002,
+            "Servers",
+            "expected an object mapping server names to servers",
+        ));
+    };
+    if servers_map.is_empty() {
+        return Err(r.error(
+            ErrorCode::Cfg001,
+            "Servers",
+            "at least one server must be defined",
+        ));
+    }
+    let mut warnings = Vec::new();
+    let mut servers = Vec::with_capacity(servers_map.len());
+    for (name, value) in servers_map {
+        let path = format!("{SECTION}.Servers.{name}");
+        if !valid_server_name(name) {
+            return Err(ConfigError::at_path(
+                ErrorCode::Cfg002,
+                &path,
+                "server names may use only letters, digits, '.', '_' and '-' (at most 64)",
+            ));
+        }
+        let Value::Object(obj) = value else {
+            return Err(ConfigError::at_path(
+                ErrorCode::Cfg002,
+                &path,
+                "expected an object",
+            ));
+        };
+        let server = Reader::new(obj, keys::SERVER_KEYS, path, Some(name))?;
+        servers.push(parse_server(
+            name,
+            &server,
+            global_resilience.as_ref(),
+            &mut warnings,
+        )?);
+    }
+    Ok(Config {
+        log_level,
+        log_file: r.opt_nonempty("LogFile")?.map(PathBuf::from),
+        rate_limit_requests: r.integer("RateLimitRequests")? as u32,
+        rate_limit_window: Duration::from_secs(r.integer("RateLimitWindowSeconds")? as u64),
+        cache,
+        servers,
+        orthanc,
+        migration,
+        warnings,
+    })
+}
+
+fn valid_server_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn parse_server(
+    name: &str,
+    r: &Reader<'_>,
+    global_resilience: Option<&Reader<'_>>,
+    warnings: &mut Vec<String>,
+) -> Result<ServerConfig, ConfigError> {
+    let url = r.opt_http_url("Url")?.ok_or_else(|| r.missing("Url", ""))?;
+    let issuer = r.opt_http_url("Issuer")?;
+    let tenant_id = r.opt_nonempty("TenantId")?;
+    let mut token_endpoint = r.opt_http_url("TokenEndpoint")?;
+    let provider = match r.enumerated("ProviderType")? {
+        "generic" => ProviderType::Generic,
+        "azure" => ProviderType::Azure,
+        "google" => ProviderType::Google,
+        "aws" => ProviderType::Aws,
+        "keycloak" => ProviderType::Keycloak,
+        "azuremanagedidentity" => ProviderType::AzureManagedIdentity,
+        _ => match token_endpoint.as_ref().or(issuer.as_ref()) {
+            Some(endpoint) => ProviderType::detect(endpoint),
+            None if tenant_id.is_some() => ProviderType::Azure,
+            None => ProviderType::Generic,
+        },
+    };
+    if provider == ProviderType::Azure && token_endpoint.is_none() && issuer.is_none() {
+        if let Some(tenant) = &tenant_id {
+            token_endpoint = Some(
+                azure_token_endpoint(tenant)
+                    .map_err(|m| r.error(ErrorCode::Cfg002, "TenantId", m))?,
+            );
+        }
+    }
+
+    let client_id = r.opt_nonempty("ClientId")?;
+    let client_secret = r.opt_secret("ClientSecret")?;
+    let client_auth = if provider.uses_client_credentials() {
+        if token_endpoint.is_none() && issuer.is_none() {
+            let hint = if provider == ProviderType::Azure {
+                " (or Issuer, or TenantId)"
+            } else {
+                " (or Issuer for OIDC discovery)"
+            };
+            return Err(r.missing("TokenEndpoint", hint));
+        }
+        if client_id.is_none() {
+            return Err(r.missing("ClientId", ""));
+        }
+        parse_client_auth(r, client_secret)?
+    } else {
+        ClientAuth::None
+    };
+
+    let tls = parse_tls(r, warnings, name)?;
+    let jwt_validation = parse_jwt_validation(r, issuer.is_some())?;
+
+    let mut resilience_readers: Vec<&Reader<'_>> = Vec::new();
+    let own = r.opt_object("ResilienceConfig")?;
+    if let Some(own) = own.as_ref() {
+        resilience_readers.push(own);
+    }
+    if let Some(global) = global_resilience {
+        resilience_readers.push(global);
+    }
+
+    Ok(ServerConfig {
+        name: name.to_owned(),
+        url,
+        provider,
+        token_endpoint,
+        issuer,
+        client_id,
+        client_auth,
+        scope: r.opt_str("Scope")?.unwrap_or_default().trim().to_owned(),
+        audience: r.opt_nonempty("Audience")?,
+        resource: r.opt_nonempty("Resource")?,
+        tenant_id,
+        refresh_buffer: Duration::from_secs(r.integer("TokenRefreshBufferSeconds")? as u64),
+        tls,
+        http_proxy: r.opt_nonempty("HttpProxy")?,
+        timeout: r.opt_number("Timeout")?.map(Duration::from_secs_f64),
+        connect_timeout: Duration::from_secs_f64(r.number("ConnectTimeout")?),
+        jwt_validation,
+        resilience: parse_resilience(&resilience_readers)?,
+    })
+}
+
+fn azure_token_endpoint(tenant: &str) -> Result<Url, String> {
+    if !tenant
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.'))
+    {
+        return Err("a tenant id is a GUID or a domain name".into());
+    }
+    Url::parse(&format!(
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"
+    ))
+    .map_err(|e| e.to_string())
+}
+
+fn parse_client_auth(r: &Reader<'_>, secret: Option<Secret>) -> Result<ClientAuth, ConfigError> {
+    let method = r.enumerated("ClientAuthMethod")?;
+    if method == "private_key_jwt" {
+        let inline = r.opt_secret("ClientAssertionKey")?;
+        let file = r.opt_nonempty("ClientAssertionKeyFile")?;
+        let key = match (inline, file) {
+            (Some(_), Some(_)) => {
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    "ClientAssertionKeyFile",
+                    "give either ClientAssertionKey or ClientAssertionKeyFile, not both",
+                ))
+            }
+            (Some(key), None) => key,
+            (None, Some(path)) => Secret::new(std::fs::read_to_string(&path).map_err(|e| {
+                r.error(
+                    ErrorCode::Cfg002,
+                    "ClientAssertionKeyFile",
+                    format!("cannot read {path}: {}", e.kind()),
+                )
+            })?),
+            (None, None) => {
+                return Err(r.missing(
+                    "ClientAssertionKey",
+                    " (or ClientAssertionKeyFile) for private_key_jwt",
+                ))
+            }
+        };
+        if !key.expose().contains("-----BEGIN") || !key.expose().contains("PRIVATE KEY-----") {
+            return Err(r.error(
+                ErrorCode::Cfg002,
+                "ClientAssertionKey",
+                "expected a PEM private key",
+            ));
+        }
+        return Ok(ClientAuth::PrivateKeyJwt(ClientAssertion {
+            key,
+            algorithm: r.enumerated("ClientAssertionAlgorithm")?,
+            key_id: r.opt_nonempty("ClientAssertionKeyId")?,
+            x5t: r.opt_nonempty("ClientAssertionX5t")?,
+        }));
+    }
+    let secret = secret.ok_or_else(|| r.missing("ClientSecret", ""))?;
+    Ok(match method {
+        "client_secret_basic" => ClientAuth::SecretBasic(secret),
+        _ => ClientAuth::SecretPost(secret),
+    })
+}
+
+fn parse_tls(r: &Reader<'_>, warnings: &mut Vec<String>, name: &str) -> Result<Tls, ConfigError> {
+    let mut tls = Tls {
+        verify: true,
+        ca_files: Vec::new(),
+    };
+    match r.raw("VerifySSL") {
+        None | Some(Value::Bool(true)) => {}
+        Some(Value::Bool(false)) => {
+            tls.verify = false;
+            warnings.push(format!(
+                "TLS CERTIFICATE VERIFICATION IS DISABLED for server '{name}' (VerifySSL: false): \
+                 tokens and studies can be intercepted; use a CA bundle instead"
+            ));
+        }
+        Some(Value::String(path)) => tls.ca_files.push(existing_file(r, "VerifySSL", path)?),
+        Some(_) => {
+            return Err(r.error(
+                ErrorCode::Cfg002,
+                "VerifySSL",
+                "expected true, false or the path of a CA bundle file",
+            ))
+        }
+    }
+    if let Some(path) = r.opt_nonempty("CaBundle")? {
+        tls.ca_files.push(existing_file(r, "CaBundle", &path)?);
+    }
+    Ok(tls)
+}
+
+fn existing_file(r: &Reader<'_>, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
+    let p = Path::new(path);
+    if p.is_file() {
+        Ok(p.to_path_buf())
+    } else {
+        Err(r.error(ErrorCode::Cfg002, key, format!("file not found: {path}")))
+    }
+}
+
+fn parse_jwt_validation(
+    r: &Reader<'_>,
+    has_issuer: bool,
+) -> Result<Option<JwtValidation>, ConfigError> {
+    let public_key = r.opt_secret("JWTPublicKey")?;
+    if let Some(key) = &public_key {
+        if !key.expose().contains("-----BEGIN") {
+            return Err(r.error(
+                ErrorCode::Cfg002,
+                "JWTPublicKey",
+                "expected a PEM public key",
+            ));
+        }
+    }
+    let audience = r.opt_nonempty("JWTAudience")?;
+    let issuer = r.opt_nonempty("JWTIssuer")?;
+    let mut algorithms = Vec::new();
+    for alg in r.str_or_list("JWTAlgorithms")? {
+        let known = keys::JWT_ALGORITHMS
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(&alg))
+            .copied();
+        match known {
+            Some(a) => algorithms.push(a),
+            None => {
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    "JWTAlgorithms",
+                    format!(
+                        "'{alg}' is not allowed (none and HMAC never are); use: {}",
+                        keys::JWT_ALGORITHMS.join(", ")
+                    ),
+                ))
+            }
+        }
+    }
+    if algorithms.is_empty() {
+        return Err(r.error(
+            ErrorCode::Cfg002,
+            "JWTAlgorithms",
+            "must name at least one algorithm",
+        ));
+    }
+    let requested = public_key.is_some() || audience.is_some() || issuer.is_some();
+    if r.bool("DisableJWTValidation")? || !requested {
+        return Ok(None);
+    }
+    if public_key.is_none() && !has_issuer {
+        return Err(r.missing(
+            "JWTPublicKey",
+            " (or Issuer, whose JWKS is then used) to validate tokens; or set DisableJWTValidation",
+        ));
+    }
+    Ok(Some(JwtValidation {
+        public_key,
+        audience,
+        issuer,
+        algorithms,
+    }))
+}
+
+/// Reads ResilienceConfig keys from the first reader that has each key
+/// (server, then global), else the table default.
+fn parse_resilience(readers: &[&Reader<'_>]) -> Result<Resilience, ConfigError> {
+    let pick = |name: &str| readers.iter().copied().find(|r| r.contains(name));
+    let fallback = Reader::new(
+        &EMPTY,
+        keys::RESILIENCE_KEYS,
+        format!("{SECTION}.ResilienceConfig"),
+        None,
+    )?;
+    let from = |name: &str| pick(name).unwrap_or(&fallback);
+    let secs = |name: &str| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs_f64(from(name).number(name)?))
+    };
+    let strategy = match from("RetryStrategy").enumerated("RetryStrategy")? {
+        "linear" => RetryStrategy::Linear {
+            increment: secs("RetryIncrement")?,
+        },
+        "fixed" => RetryStrategy::Fixed,
+        _ => RetryStrategy::Exponential {
+            multiplier: from("RetryMultiplier").number("RetryMultiplier")?,
+        },
+    };
+    Ok(Resilience {
+        circuit_breaker_enabled: from("CircuitBreakerEnabled").bool("CircuitBreakerEnabled")?,
+        circuit_breaker_failure_threshold: from("CircuitBreakerFailureThreshold")
+            .integer("CircuitBreakerFailureThreshold")?
+            as u32,
+        circuit_breaker_timeout: secs("CircuitBreakerTimeout")?,
+        retry_max_attempts: from("RetryMaxAttempts").integer("RetryMaxAttempts")? as u32,
+        retry_strategy: strategy,
+        retry_initial_delay: secs("RetryInitialDelay")?,
+        retry_max_delay: secs("RetryMaxDelay")?,
+    })
+}
+
+static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
+
+#[cfg(test)]
+mod tests;

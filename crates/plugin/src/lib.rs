@@ -1,0 +1,11 @@
+//! orthanc-dicomweb-oauth: the Orthanc plugin.
+//!
+//! A thin layer over `dicomweb_oauth_core`: [`ffi`] owns every `unsafe` line
+//! and the four entry points; [`plugin`] is what they call; [`logging`] routes
+//! the core's `tracing` events to Orthanc's log.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod ffi;
+mod logging;
+mod plugin;

@@ -1,0 +1,135 @@
+//! What the entry points do, in safe Rust: version check, configuration,
+//! start-up and shutdown.
+
+use crate::{ffi, logging};
+use dicomweb_oauth_core::config::{self, Config};
+use dicomweb_oauth_core::{PLUGIN_NAME, PLUGIN_VERSION};
+use std::sync::Mutex;
+
+/// The oldest Orthanc this plugin runs on (SPEC 2).
+const MINIMAL_ORTHANC: (u32, u32, u32) = (1, 10, 1);
+
+/// The running plugin; `None` while idle or after finalization.
+static STATE: Mutex<Option<Config>> = Mutex::new(None);
+
+/// Initializes the plugin; `Err` makes Orthanc refuse to start.
+pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
+    logging::install();
+    if !version_supported(orthanc_version) {
+        tracing::error!(
+            "this plugin needs Orthanc {}.{}.{} or newer, but runs in Orthanc {orthanc_version}; refusing to load",
+            MINIMAL_ORTHANC.0,
+            MINIMAL_ORTHANC.1,
+            MINIMAL_ORTHANC.2
+        );
+        return Err(());
+    }
+    ffi::set_description(
+        "OAuth2 and cloud credentials (Azure, Google, AWS, any OIDC provider) for the DICOMweb plugin's remote servers",
+    );
+
+    let Some(text) = ffi::configuration() else {
+        tracing::error!("[INT-001] Orthanc did not provide its configuration; refusing to load");
+        return Err(());
+    };
+    let orthanc_config: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(
+                "[INT-001] Orthanc's configuration is not valid JSON ({e}); refusing to load"
+            );
+            return Err(());
+        }
+    };
+    // Orthanc has already replaced ${VAR} (unset ones by ""): read our section
+    // as written, so that an unset variable is reported by name (CFG-003).
+    let raw_section = ffi::configuration_path()
+        .and_then(|path| config::files::raw_section(std::path::Path::new(&path)));
+    let loaded = config::load_with_raw_section(&orthanc_config, raw_section, &|name| {
+        std::env::var(name).ok()
+    });
+    let config = match loaded {
+        Ok(Some(config)) => config,
+        Ok(None) => {
+            tracing::warn!(
+                "no \"{}\" section in the Orthanc configuration: the plugin is loaded but idle",
+                config::SECTION
+            );
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!("invalid configuration, Orthanc will stop: {e}");
+            return Err(());
+        }
+    };
+    logging::set_level(config.log_level);
+    if let Some(from) = &config.migration.from_version {
+        tracing::info!(
+            "configuration version {from} migrated to 2.0: {}",
+            if config.migration.changes.is_empty() {
+                "nothing to change".to_owned()
+            } else {
+                config.migration.changes.join(", ")
+            }
+        );
+    }
+    for warning in &config.warnings {
+        tracing::warn!("SECURITY WARNING: {warning}");
+    }
+    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+    tracing::info!(
+        "{PLUGIN_NAME} {PLUGIN_VERSION} started with {} server(s): {}",
+        names.len(),
+        names.join(", ")
+    );
+    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+    Ok(())
+}
+
+/// Releases everything the plugin started; Orthanc unloads it next.
+pub fn finalize() {
+    let state = STATE.lock().unwrap_or_else(|p| p.into_inner()).take();
+    if state.is_some() {
+        tracing::info!("{PLUGIN_NAME} stopped");
+    }
+}
+
+/// Whether `version` (as Orthanc reports it) is at least [`MINIMAL_ORTHANC`].
+/// Development builds report "mainline" and are accepted.
+fn version_supported(version: &str) -> bool {
+    if version == "mainline" {
+        return true;
+    }
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u32>()
+            .ok()
+    });
+    match (
+        parts.next().flatten(),
+        parts.next().flatten(),
+        parts.next().flatten().or(Some(0)),
+    ) {
+        (Some(major), Some(minor), Some(revision)) => (major, minor, revision) >= MINIMAL_ORTHANC,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_supported;
+
+    #[test]
+    fn version_check() {
+        assert!(version_supported("1.10.1"));
+        assert!(version_supported("1.12.4"));
+        assert!(version_supported("2.0"));
+        assert!(version_supported("mainline"));
+        assert!(!version_supported("1.10.0"));
+        assert!(!version_supported("1.9.7"));
+        assert!(!version_supported("garbage"));
+        assert!(!version_supported(""));
+    }
+}

@@ -1,0 +1,94 @@
+//! A small blocking HTTP client for tests (every status is an answer, not an error).
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    agent: ureq::Agent,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    pub fn new() -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .proxy(None)
+            .build()
+            .into();
+        HttpClient { agent }
+    }
+
+    fn finish(
+        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Reply, String> {
+        let mut response = result.map_err(|e| e.to_string())?;
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| e.to_string())?;
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
+
+    pub fn try_get(&self, url: &str) -> Result<Reply, String> {
+        Self::finish(self.agent.get(url).call())
+    }
+
+    pub fn get(&self, url: &str) -> Reply {
+        self.try_get(url)
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub fn post(&self, url: &str, content_type: &str, body: &[u8]) -> Reply {
+        Self::finish(
+            self.agent
+                .post(url)
+                .header("content-type", content_type)
+                .send(body),
+        )
+        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+
+    pub fn post_json(&self, url: &str, body: &serde_json::Value) -> Reply {
+        self.post(url, "application/json", body.to_string().as_bytes())
+    }
+
+    pub fn delete(&self, url: &str) -> Reply {
+        Self::finish(self.agent.delete(url).call()).unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+    }
+}

@@ -1,0 +1,64 @@
+//! Test harness: starts real processes (Orthanc with its DICOMweb plugin and
+//! ours, the `oidc-provider` identity provider) on free loopback ports in
+//! temporary directories, waits for them to be ready by polling (never by
+//! sleeping a fixed time), and stops and removes them on drop — also when a
+//! test fails.
+//!
+//! It installs nothing: `scripts/test` installs the Debian packages and npm
+//! fixtures first. A missing prerequisite fails loudly with what to install.
+
+mod http;
+mod idp;
+mod orthanc;
+
+pub use http::{HttpClient, Reply};
+pub use idp::Idp;
+pub use orthanc::{Exited, Orthanc, OrthancBuilder};
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// The workspace root (where `Cargo.toml`, `fixtures/` and `target/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral loopback port")
+        .port()
+}
+
+/// Polls `probe` until it returns `Some`, failing after `timeout`.
+///
+/// This is synchronisation on an observable condition, not a fixed sleep:
+/// it returns as soon as the condition holds.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+/// Asserts that none of `secrets` occurs in `text` (naming where it looked).
+pub fn assert_no_secrets(place: &str, text: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!secret.is_empty(), "empty secret in the list");
+        assert!(!text.contains(secret), "a secret leaked into {place}");
+    }
+}

@@ -1,0 +1,267 @@
+//! Real Orthanc processes with generated configurations.
+
+use crate::{free_port, wait_for, HttpClient, Reply};
+use serde_json::{json, Value};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+const DEFAULT_ORTHANC: &str = "/usr/sbin/Orthanc";
+const DEFAULT_DICOMWEB: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn orthanc_binary() -> PathBuf {
+    let path = std::env::var_os("ORTHANC_BIN")
+        .map_or_else(|| PathBuf::from(DEFAULT_ORTHANC), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: install the Debian packages orthanc orthanc-dicomweb (scripts/test does), or set ORTHANC_BIN",
+        path.display()
+    );
+    path
+}
+
+fn dicomweb_plugin() -> PathBuf {
+    let path = std::env::var_os("ORTHANC_DICOMWEB_PLUGIN")
+        .map_or_else(|| PathBuf::from(DEFAULT_DICOMWEB), PathBuf::from);
+    assert!(
+        path.exists(),
+        "{} not found: install orthanc-dicomweb",
+        path.display()
+    );
+    path
+}
+
+/// Our plugin, as built by cargo for this test run (or `ORTHANC_OAUTH_PLUGIN`).
+pub fn oauth_plugin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ORTHANC_OAUTH_PLUGIN") {
+        return PathBuf::from(p);
+    }
+    // Integration tests run from target/<profile>/deps/, where cargo rebuilds the
+    // cdylib for each test run (the copy in target/<profile>/ is refreshed only by
+    // `cargo build`, so it can be stale).
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps_dir = exe.parent().expect("target/<profile>/deps");
+    let path = deps_dir.join("liborthanc_dicomweb_oauth.so");
+    assert!(
+        path.exists(),
+        "{} not found: build the plugin first (cargo build -p orthanc-dicomweb-oauth)",
+        path.display()
+    );
+    path
+}
+
+/// Builds the configuration of one Orthanc and starts it.
+pub struct OrthancBuilder {
+    config: Value,
+    env: Vec<(String, String)>,
+    with_oauth_plugin: bool,
+}
+
+impl Default for OrthancBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OrthancBuilder {
+    /// Orthanc with the DICOMweb plugin and ours, no DICOM server, no authentication.
+    pub fn new() -> Self {
+        OrthancBuilder {
+            config: json!({
+                "Name": "test",
+                "DicomServerEnabled": false,
+                "RemoteAccessAllowed": false,
+                "AuthenticationEnabled": false,
+                "HttpTimeout": 30,
+                "StorageCompression": false,
+                "DicomWeb": {"Enable": true, "Root": "/dicom-web/"},
+            }),
+            env: Vec::new(),
+            with_oauth_plugin: true,
+        }
+    }
+
+    /// Sets the `DicomWebOAuth` section.
+    pub fn oauth(self, section: Value) -> Self {
+        self.set("DicomWebOAuth", section)
+    }
+
+    /// Sets a top-level key of the Orthanc configuration.
+    pub fn set(mut self, key: &str, value: Value) -> Self {
+        self.config[key] = value;
+        self
+    }
+
+    /// Loads only the DICOMweb plugin (for a plain remote Orthanc).
+    pub fn without_oauth_plugin(mut self) -> Self {
+        self.with_oauth_plugin = false;
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    fn spawn(mut self) -> (Child, TempDir, u16, PathBuf) {
+        let dir = tempfile::Builder::new()
+            .prefix("orthanc-test-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let mut plugins = vec![dicomweb_plugin()];
+        if self.with_oauth_plugin {
+            plugins.push(oauth_plugin());
+        }
+        self.config["HttpPort"] = json!(port);
+        self.config["StorageDirectory"] = json!(dir.path().join("db"));
+        self.config["IndexDirectory"] = json!(dir.path().join("db"));
+        self.config["Plugins"] = json!(plugins);
+        let config_path = dir.path().join("orthanc.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+        let log_path = dir.path().join("orthanc.log");
+        let log = File::create(&log_path).expect("log file");
+        let child = Command::new(orthanc_binary())
+            .arg("--verbose")
+            .arg(&config_path)
+            .current_dir(dir.path())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start Orthanc");
+        (child, dir, port, log_path)
+    }
+
+    /// Starts Orthanc and waits until its REST API answers; panics with its log if it exits.
+    pub fn start(self) -> Orthanc {
+        let (mut child, dir, port, log_path) = self.spawn();
+        let http = HttpClient::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = wait_for("Orthanc to answer /system", START_TIMEOUT, || {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(Err(status));
+            }
+            match http.try_get(&format!("{url}/system")) {
+                Ok(reply) if reply.status == 200 => Some(Ok(())),
+                _ => None,
+            }
+        });
+        let orthanc = Orthanc {
+            child: Some(child),
+            dir,
+            port,
+            log_path,
+            http,
+        };
+        if let Err(status) = ready {
+            panic!(
+                "Orthanc exited during start-up ({status}); its log:\n{}",
+                orthanc.log()
+            );
+        }
+        orthanc
+    }
+
+    /// Starts Orthanc expecting it to stop by itself (e.g. on a bad configuration).
+    pub fn run_to_exit(self) -> Exited {
+        let (mut child, dir, _port, log_path) = self.spawn();
+        let deadline = Instant::now() + START_TIMEOUT;
+        let status = wait_for(
+            "Orthanc to exit",
+            START_TIMEOUT + Duration::from_secs(1),
+            || match child.try_wait().expect("wait for Orthanc") {
+                Some(status) => Some(Some(status)),
+                None if Instant::now() >= deadline => Some(None),
+                None => None,
+            },
+        );
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let Some(status) = status else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("Orthanc did not exit; its log:\n{log}");
+        };
+        drop(dir);
+        Exited { status, log }
+    }
+}
+
+/// An Orthanc that stopped by itself.
+#[derive(Debug)]
+pub struct Exited {
+    pub status: ExitStatus,
+    pub log: String,
+}
+
+/// A running Orthanc; stopped and its directory removed on drop.
+pub struct Orthanc {
+    child: Option<Child>,
+    dir: TempDir,
+    port: u16,
+    log_path: PathBuf,
+    http: HttpClient,
+}
+
+impl Orthanc {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn http(&self) -> &HttpClient {
+        &self.http
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.http.get(&self.url(path))
+    }
+
+    pub fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.http.post_json(&self.url(path), body)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Asks Orthanc to shut down and waits for it; returns its exit status.
+    pub fn stop(mut self) -> (ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let _ = self
+            .http
+            .post(&self.url("/tools/shutdown"), "text/plain", b"");
+        let status = wait_for("Orthanc to shut down", Duration::from_secs(30), || {
+            child.try_wait().expect("wait for Orthanc")
+        });
+        (status, self.log())
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
