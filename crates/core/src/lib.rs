@@ -5,8 +5,12 @@
 //! modules and hands their answers back.
 
 pub mod config;
+pub mod credentials;
 pub mod error;
+pub mod http_client;
+pub mod resilience;
 pub mod secret;
+pub mod token;
 
 pub use error::{Error, ErrorCode};
 

@@ -63,6 +63,22 @@ impl Idp {
         }
     }
 
+    /// A fresh client key pair for private_key_jwt (`RS256` or `ES256`):
+    /// `{"private_pem", "public_pem", "public_jwk"}` (fixtures/idp/genkey.js).
+    pub fn generate_key(alg: &str, kid: &str) -> Value {
+        let out = Command::new("node")
+            .arg(workspace_root().join("fixtures/idp/genkey.js"))
+            .args([alg, kid])
+            .output()
+            .expect("run node fixtures/idp/genkey.js");
+        assert!(
+            out.status.success(),
+            "genkey.js failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("genkey.js prints JSON")
+    }
+
     pub fn token_endpoint(&self) -> String {
         format!("{}/token", self.issuer)
     }

@@ -1,0 +1,65 @@
+//! Where tokens come from: one module per way of obtaining credentials.
+//!
+//! - [`client_credentials`]: OAuth2 client credentials (RFC 6749 §4.4) with
+//!   `client_secret_post`, `client_secret_basic` or `private_key_jwt`, for any
+//!   OIDC provider (Keycloak, Auth0, Okta, Entra ID, …).
+//! - [`discovery`]: OIDC discovery (token endpoint, JWKS URI from the issuer).
+//! - [`token_response`]: reading a token endpoint's answer, success or error.
+
+pub mod client_credentials;
+pub mod discovery;
+pub mod token_response;
+
+use crate::error::Error;
+use crate::secret::Secret;
+use std::time::Duration;
+
+/// A token as an endpoint returned it.
+#[derive(Debug, Clone)]
+pub struct FetchedToken {
+    pub access_token: Secret,
+    /// `expires_in`, if the endpoint gave it.
+    pub expires_in: Option<Duration>,
+}
+
+/// A failed attempt, with what the retry logic needs to know.
+#[derive(Debug, Clone)]
+pub struct FetchError {
+    pub error: Error,
+    /// Network errors, 5xx and 429 are worth retrying; 4xx and bad answers are not.
+    pub retryable: bool,
+    /// The provider's `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+}
+
+impl FetchError {
+    pub fn fatal(error: Error) -> Self {
+        FetchError {
+            error,
+            retryable: false,
+            retry_after: None,
+        }
+    }
+
+    pub fn transient(error: Error, retry_after: Option<Duration>) -> Self {
+        FetchError {
+            error,
+            retryable: true,
+            retry_after,
+        }
+    }
+}
+
+/// How one server obtains its tokens.
+pub enum TokenSource {
+    ClientCredentials(client_credentials::ClientCredentials),
+}
+
+impl TokenSource {
+    /// One attempt (no retry): the resilience layer above decides what follows.
+    pub async fn fetch(&self) -> Result<FetchedToken, FetchError> {
+        match self {
+            TokenSource::ClientCredentials(c) => c.fetch().await,
+        }
+    }
+}

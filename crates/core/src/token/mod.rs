@@ -1,0 +1,153 @@
+//! Tokens: the per-server cache and refresher ([`manager`]), JWT validation
+//! ([`jwt`]), and the [`Engine`] that builds them all from the configuration.
+
+pub mod jwt;
+pub mod manager;
+
+pub use manager::{CachedToken, TokenManager, TokenOrigin, TokenStats};
+
+use crate::config::{ClientAuth, Config, ServerConfig};
+use crate::credentials::client_credentials::{ClientCredentials, Endpoint};
+use crate::credentials::discovery::Discovery;
+use crate::credentials::TokenSource;
+use crate::error::{Error, ErrorCode};
+use crate::http_client::{build_client, ClientSettings};
+use jwt::JwtValidator;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Every server's token manager, and their background refreshers.
+pub struct Engine {
+    managers: Vec<Arc<TokenManager>>,
+    runtime: tokio::runtime::Handle,
+    refreshers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    clients: HashMap<String, reqwest::Client>,
+}
+
+impl Engine {
+    /// Builds clients, discovery, credentials and validators for every server.
+    /// Anything invalid (a key that does not parse, an unreadable CA bundle) fails here.
+    pub fn new(config: &Config, runtime: tokio::runtime::Handle) -> Result<Engine, Error> {
+        let mut shared_clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
+        let mut managers = Vec::new();
+        let mut clients = HashMap::new();
+        for server in &config.servers {
+            let settings = ClientSettings::for_server(server, &config.orthanc);
+            let http = match shared_clients.get(&settings) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = build_client(&settings).map_err(|e| in_server(server, e))?;
+                    shared_clients.insert(settings, c.clone());
+                    c
+                }
+            };
+            clients.insert(server.name.clone(), http.clone());
+            managers.push(Arc::new(build_manager(server, http, runtime.clone())?));
+        }
+        Ok(Engine {
+            managers,
+            runtime,
+            refreshers: Mutex::new(Vec::new()),
+            clients,
+        })
+    }
+
+    pub fn managers(&self) -> &[Arc<TokenManager>] {
+        &self.managers
+    }
+
+    pub fn manager(&self, server: &str) -> Option<&Arc<TokenManager>> {
+        self.managers.iter().find(|m| m.server() == server)
+    }
+
+    /// The HTTP client of a server (shared with its token requests).
+    pub fn http_client(&self, server: &str) -> Option<&reqwest::Client> {
+        self.clients.get(server)
+    }
+
+    /// Starts one background refresher per server.
+    pub fn start_refreshers(&self) {
+        let mut refreshers = self.refreshers.lock().unwrap_or_else(|p| p.into_inner());
+        for manager in &self.managers {
+            refreshers.push(self.runtime.spawn(Arc::clone(manager).run_refresher()));
+        }
+    }
+
+    /// Stops the refreshers (before the runtime shuts down).
+    pub fn stop(&self) {
+        for task in self
+            .refreshers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn in_server(server: &ServerConfig, error: Error) -> Error {
+    match error {
+        Error::Coded { code, message } => {
+            Error::coded(code, format!("server '{}': {message}", server.name))
+        }
+        other => other,
+    }
+}
+
+fn build_manager(
+    server: &ServerConfig,
+    http: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+) -> Result<TokenManager, Error> {
+    let discovery = server
+        .issuer
+        .clone()
+        .map(|issuer| Arc::new(Discovery::new(issuer, http.clone())));
+    let source = match server.client_auth {
+        ClientAuth::SecretPost(_) | ClientAuth::SecretBasic(_) | ClientAuth::PrivateKeyJwt(_) => {
+            let endpoint = match (&server.token_endpoint, &discovery) {
+                (Some(url), _) => Endpoint::Fixed(url.clone()),
+                (None, Some(d)) => Endpoint::Discovered(Arc::clone(d)),
+                (None, None) => {
+                    return Err(Error::coded(
+                        ErrorCode::Cfg001,
+                        format!(
+                            "server '{}': TokenEndpoint or Issuer is required",
+                            server.name
+                        ),
+                    ))
+                }
+            };
+            TokenSource::ClientCredentials(ClientCredentials::new(server, http.clone(), endpoint)?)
+        }
+        ClientAuth::None => {
+            return Err(Error::coded(
+                ErrorCode::Cfg002,
+                format!(
+                    "server '{}': provider '{}' is not supported yet",
+                    server.name,
+                    server.provider.as_str()
+                ),
+            ))
+        }
+    };
+    let validator = match &server.jwt_validation {
+        Some(v) => Some(JwtValidator::new(&server.name, v, discovery, http)?),
+        None => None,
+    };
+    Ok(TokenManager::new(
+        server.name.clone(),
+        source,
+        validator,
+        server.resilience.clone(),
+        server.refresh_buffer,
+        runtime,
+    ))
+}
