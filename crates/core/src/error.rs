@@ -170,6 +170,24 @@ impl Error {
     }
 }
 
+/// The JSON error body of SPEC 3.2, shared by every REST answer the plugin makes.
+/// `message` and `details` must not hold secrets (no configured value is ever put there).
+pub fn error_body(
+    code: ErrorCode,
+    message: &str,
+    details: serde_json::Value,
+    http_status: u16,
+) -> serde_json::Value {
+    serde_json::json!({
+        "error_code": code.as_str(),
+        "category": code.category().to_string(),
+        "message": message,
+        "details": details,
+        "troubleshooting": code.troubleshooting(),
+        "http_status": http_status,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod http_client;
+pub mod proxy;
 pub mod resilience;
 pub mod secret;
 pub mod token;

@@ -43,6 +43,19 @@ const SERVICE_GET_CONFIGURATION_PATH: i32 = 6;
 const SERVICE_SET_PLUGIN_PROPERTY: i32 = 7;
 const SERVICE_GET_CONFIGURATION: i32 = 13;
 
+const SERVICE_REGISTER_REST_CALLBACK_NO_LOCK: i32 = 1004;
+const SERVICE_REGISTER_INCOMING_HTTP_REQUEST_FILTER2: i32 = 1010;
+const SERVICE_REGISTER_CHUNKED_REST_CALLBACK: i32 = 1012;
+const SERVICE_ANSWER_BUFFER: i32 = 2000;
+const SERVICE_SET_HTTP_HEADER: i32 = 2007;
+const SERVICE_SEND_HTTP_STATUS: i32 = 2010;
+
+// `OrthancPluginHttpMethod` values.
+const HTTP_METHOD_GET: i32 = 1;
+const HTTP_METHOD_POST: i32 = 2;
+const HTTP_METHOD_PUT: i32 = 3;
+const HTTP_METHOD_DELETE: i32 = 4;
+
 // `_OrthancPluginProperty` values.
 const PROPERTY_DESCRIPTION: i32 = 1;
 
@@ -59,6 +72,117 @@ struct SetPluginPropertyParams {
 struct RetrieveDynamicStringParams {
     result: *mut *mut c_char,
     argument: *const c_char,
+}
+
+/// Opaque `OrthancPluginRestOutput`.
+#[repr(C)]
+pub struct OrthancPluginRestOutput {
+    _private: [u8; 0],
+}
+
+/// Opaque `OrthancPluginServerChunkedRequestReader` (our [`ChunkedReader`] behind the pointer).
+#[repr(C)]
+pub struct OrthancPluginServerChunkedRequestReader {
+    _private: [u8; 0],
+}
+
+/// `OrthancPluginHttpRequest`.
+#[repr(C)]
+pub struct OrthancPluginHttpRequest {
+    method: i32,
+    groups_count: u32,
+    groups: *const *const c_char,
+    get_count: u32,
+    get_keys: *const *const c_char,
+    get_values: *const *const c_char,
+    body: *const c_void,
+    body_size: u32,
+    headers_count: u32,
+    headers_keys: *const *const c_char,
+    headers_values: *const *const c_char,
+}
+
+type RestCallback = unsafe extern "C" fn(
+    *mut OrthancPluginRestOutput,
+    *const c_char,
+    *const OrthancPluginHttpRequest,
+) -> OrthancPluginErrorCode;
+
+type ReaderFactory = unsafe extern "C" fn(
+    *mut *mut OrthancPluginServerChunkedRequestReader,
+    *const c_char,
+    *const OrthancPluginHttpRequest,
+) -> OrthancPluginErrorCode;
+
+/// `_OrthancPluginRestCallback`.
+#[repr(C)]
+struct RestCallbackParams {
+    path_regular_expression: *const c_char,
+    callback: RestCallback,
+}
+
+/// `_OrthancPluginChunkedRestCallback`.
+#[repr(C)]
+struct ChunkedRestCallbackParams {
+    path_regular_expression: *const c_char,
+    get_handler: Option<RestCallback>,
+    post_handler: Option<ReaderFactory>,
+    delete_handler: Option<RestCallback>,
+    put_handler: Option<ReaderFactory>,
+    add_chunk: unsafe extern "C" fn(
+        *mut OrthancPluginServerChunkedRequestReader,
+        *const c_void,
+        u32,
+    ) -> OrthancPluginErrorCode,
+    execute: unsafe extern "C" fn(
+        *mut OrthancPluginServerChunkedRequestReader,
+        *mut OrthancPluginRestOutput,
+    ) -> OrthancPluginErrorCode,
+    finalize: unsafe extern "C" fn(*mut OrthancPluginServerChunkedRequestReader),
+}
+
+type IncomingFilter = unsafe extern "C" fn(
+    i32,
+    *const c_char,
+    *const c_char,
+    u32,
+    *const *const c_char,
+    *const *const c_char,
+    u32,
+    *const *const c_char,
+    *const *const c_char,
+) -> i32;
+
+/// `_OrthancPluginIncomingHttpRequestFilter2`.
+#[repr(C)]
+struct IncomingFilterParams {
+    callback: IncomingFilter,
+}
+
+/// `_OrthancPluginAnswerBuffer`.
+#[repr(C)]
+struct AnswerBufferParams {
+    output: *mut OrthancPluginRestOutput,
+    answer: *const c_void,
+    answer_size: u32,
+    mime_type: *const c_char,
+}
+
+/// `_OrthancPluginSetHttpHeader`.
+#[repr(C)]
+struct SetHttpHeaderParams {
+    output: *mut OrthancPluginRestOutput,
+    key: *const c_char,
+    value: *const c_char,
+}
+
+/// `_OrthancPluginSendHttpStatus`.
+#[repr(C)]
+struct SendHttpStatusParams {
+    output: *mut OrthancPluginRestOutput,
+    status: u16,
+    body: *const c_char,
+    body_size: u32,
 }
 
 const PLUGIN_NAME_C: &CStr = c"dicomweb-oauth";
@@ -187,6 +311,322 @@ pub fn guard<T>(what: &str, f: impl FnOnce() -> T) -> Option<T> {
             );
             None
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// REST routes.
+// ---------------------------------------------------------------------------
+
+/// Registers `regex` (Orthanc's Perl syntax) for GET/POST/PUT/DELETE with whole
+/// bodies, answered by [`crate::routes::handle`]. Not mutually exclusive:
+/// requests run in parallel on Orthanc's HTTP threads.
+pub fn register_rest_route(regex: &str) {
+    let regex = leak_c_string(regex);
+    let params = RestCallbackParams {
+        path_regular_expression: regex,
+        callback: rest_callback,
+    };
+    let _ = invoke(
+        SERVICE_REGISTER_REST_CALLBACK_NO_LOCK,
+        ptr::from_ref(&params).cast(),
+    );
+}
+
+/// Registers `regex` with streamed request bodies: POST/PUT bodies arrive
+/// chunk by chunk in an [`crate::http::Upload`] from [`crate::routes::start_upload`];
+/// GET/DELETE go to [`crate::routes::handle`]. Chunked routes run without a global lock.
+pub fn register_chunked_route(regex: &str) {
+    let regex = leak_c_string(regex);
+    let params = ChunkedRestCallbackParams {
+        path_regular_expression: regex,
+        get_handler: Some(rest_callback),
+        post_handler: Some(reader_factory),
+        delete_handler: Some(rest_callback),
+        put_handler: Some(reader_factory),
+        add_chunk: reader_add_chunk,
+        execute: reader_execute,
+        finalize: reader_finalize,
+    };
+    let _ = invoke(
+        SERVICE_REGISTER_CHUNKED_REST_CALLBACK,
+        ptr::from_ref(&params).cast(),
+    );
+}
+
+/// Registers [`crate::routes::allow`] as Orthanc's incoming HTTP filter (403 when it refuses).
+pub fn register_incoming_filter() {
+    let params = IncomingFilterParams {
+        callback: incoming_filter,
+    };
+    let _ = invoke(
+        SERVICE_REGISTER_INCOMING_HTTP_REQUEST_FILTER2,
+        ptr::from_ref(&params).cast(),
+    );
+}
+
+/// Orthanc keeps the regular expression pointer: it must live as long as the process.
+fn leak_c_string(text: &str) -> *const c_char {
+    let owned = CString::new(text).expect("route patterns contain no NUL");
+    Box::leak(owned.into_boxed_c_str()).as_ptr()
+}
+
+/// Copies a C string array of `count` items.
+///
+/// # Safety
+/// `items` must point at `count` valid NUL-terminated strings (or `count` is 0).
+unsafe fn strings(count: u32, items: *const *const c_char) -> Vec<String> {
+    if count == 0 || items.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        std::slice::from_raw_parts(items, count as usize)
+            .iter()
+            .map(|p| c_text(*p))
+            .collect()
+    }
+}
+
+/// # Safety
+/// `p` is null or a valid NUL-terminated string.
+unsafe fn c_text(p: *const c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        // SAFETY: guaranteed by the caller.
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+fn method_of(code: i32) -> crate::http::Method {
+    match code {
+        HTTP_METHOD_POST => crate::http::Method::Post,
+        HTTP_METHOD_PUT => crate::http::Method::Put,
+        HTTP_METHOD_DELETE => crate::http::Method::Delete,
+        _ => crate::http::Method::Get,
+    }
+}
+
+/// Copies Orthanc's request into a [`crate::http::Request`].
+///
+/// # Safety
+/// `url` and `request` are the pointers Orthanc passed to the current callback.
+unsafe fn read_request(
+    url: *const c_char,
+    request: *const OrthancPluginHttpRequest,
+    with_body: bool,
+) -> crate::http::Request {
+    // SAFETY: Orthanc guarantees both pointers for the duration of the callback.
+    unsafe {
+        let r = &*request;
+        let mut headers = strings(r.headers_count, r.headers_keys)
+            .into_iter()
+            .zip(strings(r.headers_count, r.headers_values))
+            .collect::<Vec<_>>();
+        headers
+            .iter_mut()
+            .for_each(|(k, _)| k.make_ascii_lowercase());
+        let body = if with_body && !r.body.is_null() && r.body_size > 0 {
+            std::slice::from_raw_parts(r.body.cast::<u8>(), r.body_size as usize).to_vec()
+        } else {
+            Vec::new()
+        };
+        crate::http::Request {
+            method: method_of(r.method),
+            url: c_text(url),
+            groups: strings(r.groups_count, r.groups),
+            query: strings(r.get_count, r.get_keys)
+                .into_iter()
+                .zip(strings(r.get_count, r.get_values))
+                .collect(),
+            headers,
+            body,
+        }
+    }
+}
+
+fn internal_error_response() -> crate::http::Response {
+    crate::routes::error_response(
+        dicomweb_oauth_core::ErrorCode::Int001,
+        "internal error; see the Orthanc log",
+    )
+}
+
+/// Sends `response` through `output`.
+fn send_response(output: *mut OrthancPluginRestOutput, response: &crate::http::Response) {
+    for (name, value) in &response.headers {
+        let (Ok(name), Ok(value)) = (CString::new(name.as_str()), CString::new(value.as_str()))
+        else {
+            continue;
+        };
+        let params = SetHttpHeaderParams {
+            output,
+            key: name.as_ptr(),
+            value: value.as_ptr(),
+        };
+        let _ = invoke(SERVICE_SET_HTTP_HEADER, ptr::from_ref(&params).cast());
+    }
+    let Ok(size) = u32::try_from(response.body.len()) else {
+        send_response(
+            output,
+            &crate::routes::error_response(
+                dicomweb_oauth_core::ErrorCode::Int001,
+                "answer larger than 4 GiB",
+            ),
+        );
+        return;
+    };
+    if response.status == 200 {
+        let mime = CString::new(response.content_type.as_str()).unwrap_or_default();
+        let params = AnswerBufferParams {
+            output,
+            answer: response.body.as_ptr().cast(),
+            answer_size: size,
+            mime_type: mime.as_ptr(),
+        };
+        let _ = invoke(SERVICE_ANSWER_BUFFER, ptr::from_ref(&params).cast());
+    } else {
+        if !response.content_type.is_empty() {
+            if let Ok(mime) = CString::new(response.content_type.as_str()) {
+                let params = SetHttpHeaderParams {
+                    output,
+                    key: c"Content-Type".as_ptr(),
+                    value: mime.as_ptr(),
+                };
+                let _ = invoke(SERVICE_SET_HTTP_HEADER, ptr::from_ref(&params).cast());
+            }
+        }
+        let params = SendHttpStatusParams {
+            output,
+            status: response.status,
+            body: response.body.as_ptr().cast(),
+            body_size: size,
+        };
+        let _ = invoke(SERVICE_SEND_HTTP_STATUS, ptr::from_ref(&params).cast());
+    }
+}
+
+unsafe extern "C" fn rest_callback(
+    output: *mut OrthancPluginRestOutput,
+    url: *const c_char,
+    request: *const OrthancPluginHttpRequest,
+) -> OrthancPluginErrorCode {
+    // SAFETY: the pointers are Orthanc's, valid during this call.
+    let request = match guard("reading a request", || unsafe {
+        read_request(url, request, true)
+    }) {
+        Some(r) => r,
+        None => {
+            send_response(output, &internal_error_response());
+            return ERROR_SUCCESS;
+        }
+    };
+    let response = guard("a REST callback", || crate::routes::handle(&request))
+        .unwrap_or_else(internal_error_response);
+    guard("sending an answer", || send_response(output, &response));
+    ERROR_SUCCESS
+}
+
+/// What stands behind an `OrthancPluginServerChunkedRequestReader` pointer.
+enum ChunkedReader {
+    Receiving(Box<dyn crate::http::Upload>),
+    /// The request was refused (or failed); the answer is sent at execute.
+    Refused(crate::http::Response),
+    Done,
+}
+
+unsafe extern "C" fn reader_factory(
+    reader: *mut *mut OrthancPluginServerChunkedRequestReader,
+    url: *const c_char,
+    request: *const OrthancPluginHttpRequest,
+) -> OrthancPluginErrorCode {
+    let state = guard("starting an upload", || {
+        // SAFETY: the pointers are Orthanc's, valid during this call.
+        let request = unsafe { read_request(url, request, false) };
+        match crate::routes::start_upload(&request) {
+            Ok(upload) => ChunkedReader::Receiving(upload),
+            Err(response) => ChunkedReader::Refused(response),
+        }
+    })
+    .unwrap_or_else(|| ChunkedReader::Refused(internal_error_response()));
+    let boxed = Box::into_raw(Box::new(state));
+    // SAFETY: `reader` is Orthanc's out-pointer for this call.
+    unsafe { *reader = boxed.cast() };
+    ERROR_SUCCESS
+}
+
+unsafe extern "C" fn reader_add_chunk(
+    reader: *mut OrthancPluginServerChunkedRequestReader,
+    data: *const c_void,
+    size: u32,
+) -> OrthancPluginErrorCode {
+    // SAFETY: `reader` is the box created by reader_factory, alive until reader_finalize;
+    // Orthanc calls the reader's callbacks one at a time.
+    let state = unsafe { &mut *reader.cast::<ChunkedReader>() };
+    let chunk: &[u8] = if data.is_null() || size == 0 {
+        &[]
+    } else {
+        // SAFETY: Orthanc passes `size` readable bytes for the duration of the call.
+        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) }
+    };
+    let outcome = guard("receiving a chunk", || match state {
+        ChunkedReader::Receiving(upload) => upload.add_chunk(chunk).err(),
+        _ => None,
+    });
+    match outcome {
+        Some(None) => {}
+        Some(Some(refusal)) => *state = ChunkedReader::Refused(refusal),
+        None => *state = ChunkedReader::Refused(internal_error_response()),
+    }
+    ERROR_SUCCESS
+}
+
+unsafe extern "C" fn reader_execute(
+    reader: *mut OrthancPluginServerChunkedRequestReader,
+    output: *mut OrthancPluginRestOutput,
+) -> OrthancPluginErrorCode {
+    // SAFETY: as in reader_add_chunk.
+    let state = unsafe { &mut *reader.cast::<ChunkedReader>() };
+    let response = match std::mem::replace(state, ChunkedReader::Done) {
+        ChunkedReader::Receiving(upload) => {
+            guard("finishing an upload", || upload.finish()).unwrap_or_else(internal_error_response)
+        }
+        ChunkedReader::Refused(response) => response,
+        ChunkedReader::Done => internal_error_response(),
+    };
+    guard("sending an answer", || send_response(output, &response));
+    ERROR_SUCCESS
+}
+
+unsafe extern "C" fn reader_finalize(reader: *mut OrthancPluginServerChunkedRequestReader) {
+    if reader.is_null() {
+        return;
+    }
+    // SAFETY: the box created by reader_factory, released exactly once, here.
+    let state = unsafe { Box::from_raw(reader.cast::<ChunkedReader>()) };
+    guard("releasing an upload", move || drop(state));
+}
+
+unsafe extern "C" fn incoming_filter(
+    method: i32,
+    uri: *const c_char,
+    ip: *const c_char,
+    _headers_count: u32,
+    _headers_keys: *const *const c_char,
+    _headers_values: *const *const c_char,
+    _get_count: u32,
+    _get_keys: *const *const c_char,
+    _get_values: *const *const c_char,
+) -> i32 {
+    // SAFETY: Orthanc's strings, valid during this call.
+    let (uri, ip) = unsafe { (c_text(uri), c_text(ip)) };
+    match guard("the incoming HTTP filter", || {
+        crate::routes::allow(method_of(method), &uri, &ip)
+    }) {
+        Some(true) => 1,
+        Some(false) => 0,
+        None => -1,
     }
 }
 

@@ -7,5 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod ffi;
+mod http;
 mod logging;
 mod plugin;
+mod routes;

@@ -1,16 +1,33 @@
 //! What the entry points do, in safe Rust: version check, configuration,
 //! start-up and shutdown.
 
-use crate::{ffi, logging};
+use crate::{ffi, logging, routes};
 use dicomweb_oauth_core::config::{self, Config};
+use dicomweb_oauth_core::token::Engine;
 use dicomweb_oauth_core::{PLUGIN_NAME, PLUGIN_VERSION};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// The oldest Orthanc this plugin runs on (SPEC 2).
 const MINIMAL_ORTHANC: (u32, u32, u32) = (1, 10, 1);
+/// How long finalization waits for in-flight outbound requests.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the running plugin owns.
+pub struct State {
+    pub config: Config,
+    pub engine: Engine,
+    /// The async runtime of all outbound I/O; Orthanc's threads enter it in one place.
+    pub runtime: tokio::runtime::Runtime,
+}
 
 /// The running plugin; `None` while idle or after finalization.
-static STATE: Mutex<Option<Config>> = Mutex::new(None);
+static STATE: Mutex<Option<Arc<State>>> = Mutex::new(None);
+
+/// The running plugin, if any.
+pub fn state() -> Option<Arc<State>> {
+    STATE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// Initializes the plugin; `Err` makes Orthanc refuse to start.
 pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
@@ -76,22 +93,82 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
     for warning in &config.warnings {
         tracing::warn!("SECURITY WARNING: {warning}");
     }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("dicomweb-oauth")
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("[INT-001] cannot start the plugin's runtime: {e}; Orthanc will stop");
+            return Err(());
+        }
+    };
+    let engine = match Engine::new(&config, runtime.handle().clone()) {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::error!("invalid configuration, Orthanc will stop: {e}");
+            runtime.shutdown_background();
+            return Err(());
+        }
+    };
+    engine.start_refreshers();
     let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
     tracing::info!(
         "{PLUGIN_NAME} {PLUGIN_VERSION} started with {} server(s): {}",
         names.len(),
         names.join(", ")
     );
-    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
+    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(State {
+        config,
+        engine,
+        runtime,
+    }));
+    ffi::register_chunked_route(routes::PROXY_ROUTE);
+    for route in routes::API_ROUTES {
+        ffi::register_rest_route(route);
+    }
+    ffi::register_incoming_filter();
     Ok(())
 }
 
-/// Releases everything the plugin started; Orthanc unloads it next.
+/// Releases everything the plugin started: refreshers, connections, the
+/// runtime and its threads. Orthanc unloads the library next.
 pub fn finalize() {
-    let state = STATE.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if state.is_some() {
-        tracing::info!("{PLUGIN_NAME} stopped");
-    }
+    let Some(state) = STATE.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
+    state.engine.stop();
+    // Requests still running hold their own Arc; wait briefly for them to end.
+    let state = match Arc::try_unwrap(state) {
+        Ok(state) => state,
+        Err(shared) => {
+            let deadline = std::time::Instant::now() + SHUTDOWN_TIMEOUT;
+            let mut shared = shared;
+            loop {
+                match Arc::try_unwrap(shared) {
+                    Ok(state) => break state,
+                    Err(again) if std::time::Instant::now() < deadline => {
+                        shared = again;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(_) => {
+                        tracing::warn!(
+                            "requests still running at shutdown; leaving them to Orthanc's exit"
+                        );
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let State {
+        engine, runtime, ..
+    } = state;
+    drop(engine);
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    tracing::info!("{PLUGIN_NAME} stopped: refreshers ended, runtime shut down");
 }
 
 /// Whether `version` (as Orthanc reports it) is at least [`MINIMAL_ORTHANC`].

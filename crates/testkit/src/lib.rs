@@ -7,13 +7,19 @@
 //! It installs nothing: `scripts/test` installs the Debian packages and npm
 //! fixtures first. A missing prerequisite fails loudly with what to install.
 
+mod fault;
 mod http;
 mod idp;
 mod orthanc;
+mod tinyproxy;
+mod tls;
 
+pub use fault::{Fault, FaultServer, RecordedRequest};
 pub use http::{HttpClient, Reply};
 pub use idp::Idp;
 pub use orthanc::{Exited, Orthanc, OrthancBuilder};
+pub use tinyproxy::Tinyproxy;
+pub use tls::{TestCa, TestCert};
 
 use std::net::TcpListener;
 use std::path::PathBuf;

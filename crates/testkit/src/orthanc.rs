@@ -34,23 +34,51 @@ fn dicomweb_plugin() -> PathBuf {
     path
 }
 
-/// Our plugin, as built by cargo for this test run (or `ORTHANC_OAUTH_PLUGIN`).
+/// Our plugin, as built by `cargo build -p orthanc-dicomweb-oauth` (or `ORTHANC_OAUTH_PLUGIN`).
+///
+/// `cargo test` does not rebuild a cdylib when only its dependencies changed,
+/// so a stale library would silently test old code: this refuses a library
+/// older than any source file of the core or the plugin.
 pub fn oauth_plugin() -> PathBuf {
     if let Some(p) = std::env::var_os("ORTHANC_OAUTH_PLUGIN") {
         return PathBuf::from(p);
     }
-    // Integration tests run from target/<profile>/deps/, where cargo rebuilds the
-    // cdylib for each test run (the copy in target/<profile>/ is refreshed only by
-    // `cargo build`, so it can be stale).
+    // Integration tests run from target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test executable path");
-    let deps_dir = exe.parent().expect("target/<profile>/deps");
-    let path = deps_dir.join("liborthanc_dicomweb_oauth.so");
-    assert!(
-        path.exists(),
-        "{} not found: build the plugin first (cargo build -p orthanc-dicomweb-oauth)",
-        path.display()
-    );
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir.join("liborthanc_dicomweb_oauth.so");
+    let build = "cargo build -p orthanc-dicomweb-oauth (scripts/test does)";
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} not found: run {build}", path.display()));
+    let root = crate::workspace_root();
+    for dir in ["crates/core/src", "crates/plugin/src"] {
+        if let Some(newest) = newest_mtime(&root.join(dir)) {
+            assert!(
+                newest <= built,
+                "{} is older than the sources in {dir}: run {build}",
+                path.display()
+            );
+        }
+    }
     path
+}
+
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_mtime(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
 }
 
 /// Builds the configuration of one Orthanc and starts it.

@@ -230,6 +230,12 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         Default::None,
         "Default retry and circuit breaker settings of every server.",
     ),
+    added(key(
+        "ProxyAllowedClients",
+        Kind::StrOrList,
+        Default::Str("127.0.0.1 ::1"),
+        "Client addresses (IPs or CIDR ranges) allowed on the proxy route /oauth-dicom-web/; others get 403. The DICOMweb plugin calls it over loopback.",
+    )),
     key(
         "Servers",
         Kind::ServerMap,

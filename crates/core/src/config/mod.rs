@@ -18,6 +18,7 @@ use crate::secret::Secret;
 use reader::Reader;
 use serde_json::{Map, Value};
 use std::fmt;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use url::Url;
@@ -232,6 +233,8 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub rate_limit_requests: u32,
     pub rate_limit_window: Duration,
+    /// Who may call the proxy route (`ProxyAllowedClients`).
+    pub proxy_allowed_clients: Vec<ClientRange>,
     pub cache: CacheConfig,
     pub servers: Vec<ServerConfig>,
     pub orthanc: OrthancSettings,
@@ -244,6 +247,56 @@ pub struct Config {
 impl Config {
     pub fn server(&self, name: &str) -> Option<&ServerConfig> {
         self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// Whether a client at `ip` (as Orthanc reports it) may use the proxy route.
+    pub fn proxy_allowed(&self, ip: &str) -> bool {
+        let Ok(ip) = ip.trim().parse::<IpAddr>() else {
+            return false;
+        };
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.proxy_allowed_clients.iter().any(|r| r.contains(ip))
+    }
+}
+
+/// An address or CIDR range of `ProxyAllowedClients`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientRange {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl ClientRange {
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().ok()?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(ClientRange { network, prefix })
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let (a, b, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => (
+                u128::from(u32::from(n)) << 96,
+                u128::from(u32::from(i)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), self.prefix),
+            _ => return false,
+        };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(bits))
+        };
+        a & mask == b & mask
     }
 }
 
@@ -377,7 +430,18 @@ fn parse_section(
             &mut warnings,
         )?);
     }
+    let mut proxy_allowed_clients = Vec::new();
+    for text in r.str_or_list("ProxyAllowedClients")? {
+        proxy_allowed_clients.push(ClientRange::parse(&text).ok_or_else(|| {
+            r.error(
+                ErrorCode::Cfg002,
+                "ProxyAllowedClients",
+                format!("'{text}' is not an IP address or CIDR range"),
+            )
+        })?);
+    }
     Ok(Config {
+        proxy_allowed_clients,
         log_level,
         log_file: r.opt_nonempty("LogFile")?.map(PathBuf::from),
         rate_limit_requests: r.integer("RateLimitRequests")? as u32,

@@ -246,16 +246,18 @@ impl<'a> Reader<'a> {
 
     /// A string or a list of strings.
     pub fn str_or_list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
-        match self.obj.get(name) {
-            None => Ok(match self.spec(name).default {
-                Default::Str(s) => vec![s.to_owned()],
-                _ => Vec::new(),
-            }),
-            Some(Value::String(s)) => Ok(s
-                .split([',', ' '])
+        let split = |s: &str| -> Vec<String> {
+            s.split([',', ' '])
                 .filter(|p| !p.is_empty())
                 .map(str::to_owned)
-                .collect()),
+                .collect()
+        };
+        match self.obj.get(name) {
+            None => Ok(match self.spec(name).default {
+                Default::Str(s) => split(s),
+                _ => Vec::new(),
+            }),
+            Some(Value::String(s)) => Ok(split(s)),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|v| {

@@ -315,3 +315,24 @@ fn formatting_a_config_never_prints_a_secret() {
         assert!(text.contains("[REDACTED]"));
     }
 }
+
+#[test]
+fn proxy_clients_default_to_loopback() {
+    let c = load_section(with_server(minimal_server())).unwrap();
+    assert!(c.proxy_allowed("127.0.0.1"));
+    assert!(c.proxy_allowed("::1"));
+    assert!(c.proxy_allowed("::ffff:127.0.0.1"));
+    assert!(!c.proxy_allowed("10.0.0.5"));
+    assert!(!c.proxy_allowed("garbage"));
+    let c = load_section(json!({"ProxyAllowedClients": ["10.1.0.0/16", "192.0.2.7"], "Servers": {"pacs": minimal_server()}})).unwrap();
+    assert!(c.proxy_allowed("10.1.200.3"));
+    assert!(c.proxy_allowed("192.0.2.7"));
+    assert!(!c.proxy_allowed("10.2.0.1"));
+    assert!(!c.proxy_allowed("127.0.0.1"));
+    let e =
+        err(json!({"ProxyAllowedClients": "10.0.0.0/33", "Servers": {"pacs": minimal_server()}}));
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg002, "DicomWebOAuth.ProxyAllowedClients")
+    );
+}
