@@ -21,6 +21,47 @@ pub struct State {
     pub runtime: tokio::runtime::Runtime,
 }
 
+/// Stack of the runtime's threads: deep enough for HTTP/TLS futures in debug builds.
+const THREAD_STACK: usize = 8 << 20;
+
+impl State {
+    /// Runs `work` on one of the runtime's blocking threads and waits for it.
+    ///
+    /// Orthanc's HTTP threads have small stacks; building the proxy's futures
+    /// there overflowed them (a segfault in debug builds). Every callback that
+    /// does real work hops here first; only a tiny join handle stays on
+    /// Orthanc's stack.
+    pub fn on_worker<T, F>(self: &Arc<Self>, work: F) -> T
+    where
+        T: Send + 'static,
+        F: FnOnce(&Arc<State>) -> T + Send + 'static,
+    {
+        let state = Arc::clone(self);
+        let task = self.runtime.spawn_blocking(move || work(&state));
+        match self.runtime.block_on(task) {
+            Ok(output) => output,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("the plugin's runtime is shutting down"),
+        }
+    }
+
+    /// Runs `future` on the plugin's runtime and waits for it on the calling
+    /// (Orthanc) thread. The future is polled by a runtime worker, never on
+    /// Orthanc's HTTP thread, whose small stack cannot hold deep async state.
+    pub fn run<F>(&self, future: F) -> F::Output
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let task = self.runtime.spawn(future);
+        match self.runtime.block_on(task) {
+            Ok(output) => output,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => panic!("the plugin's runtime is shutting down"),
+        }
+    }
+}
+
 /// The running plugin; `None` while idle or after finalization.
 static STATE: Mutex<Option<Arc<State>>> = Mutex::new(None);
 
@@ -96,6 +137,7 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("dicomweb-oauth")
+        .thread_stack_size(THREAD_STACK)
         .enable_all()
         .build()
     {

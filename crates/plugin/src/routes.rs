@@ -66,15 +66,28 @@ pub fn handle(request: &Request) -> Response {
     let Some(state) = state() else {
         return unavailable();
     };
-    if request.url.starts_with(PROXY_PREFIX) {
-        return proxy_buffered(&state, request);
-    }
-    api(&state, request)
+    let request = request.clone();
+    state.on_worker(move |state| {
+        if request.url.starts_with(PROXY_PREFIX) {
+            proxy_buffered(state, &request)
+        } else {
+            api(state, &request)
+        }
+    })
 }
 
 /// Streamed requests (POST/PUT on the proxy route).
 pub fn start_upload(request: &Request) -> Result<Box<dyn Upload>, Response> {
     let state = state().ok_or_else(unavailable)?;
+    let request = request.clone();
+    state.on_worker(move |state| start_upload_on_worker(state, &request))
+}
+
+fn start_upload_on_worker(
+    state: &Arc<State>,
+    request: &Request,
+) -> Result<Box<dyn Upload>, Response> {
+    let state = Arc::clone(state);
     let (server, forward) = proxy_target(&state, request)?;
     let manager = Arc::clone(
         state
@@ -88,11 +101,12 @@ pub fn start_upload(request: &Request) -> Result<Box<dyn Upload>, Response> {
         .cloned()
         .ok_or_else(|| not_found("unknown server"))?;
     // The token first: if it cannot be had, nothing is sent upstream at all.
-    let token = state
-        .runtime
-        .block_on(manager.token())
-        .map(|(token, _)| token)
-        .map_err(|e| to_response(proxy::ProxyResponse::from_error(&e)))?;
+    let token = {
+        let manager = Arc::clone(&manager);
+        state.run(async move { manager.token().await })
+    }
+    .map(|(token, _)| token)
+    .map_err(|e| to_response(proxy::ProxyResponse::token_error(&e)))?;
     let (sender, stream) = proxy::body_pipe();
     let in_flight = StreamedRequest::start(
         state.runtime.handle(),
@@ -128,7 +142,7 @@ impl Upload for ProxyUpload {
             in_flight,
         } = *self;
         sender.finish();
-        to_response(state.runtime.block_on(in_flight.finish()))
+        state.on_worker(move |state| to_response(state.run(in_flight.finish())))
     }
 }
 
@@ -244,7 +258,8 @@ fn api(state: &State, request: &Request) -> Response {
                     manager.invalidate();
                 }
                 let started = std::time::Instant::now();
-                match state.runtime.block_on(manager.token()) {
+                let task_manager = Arc::clone(manager);
+                match state.run(async move { task_manager.token().await }) {
                     Ok((token, origin)) => Response::json(
                         200,
                         &envelope(json!({

@@ -65,6 +65,25 @@ impl HttpClient {
         })
     }
 
+    /// Any request, with extra headers and an optional body.
+    pub fn request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let method: ureq::http::Method = method.parse().expect("HTTP method");
+        let mut builder = ureq::http::Request::builder().method(method).uri(url);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder
+            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+            .expect("request");
+        Self::finish(self.agent.run(request)).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
     pub fn try_get(&self, url: &str) -> Result<Reply, String> {
         Self::finish(self.agent.get(url).call())
     }

@@ -8,6 +8,7 @@
 //! fixtures first. A missing prerequisite fails loudly with what to install.
 
 mod fault;
+mod gateway;
 mod http;
 mod idp;
 mod orthanc;
@@ -15,6 +16,7 @@ mod tinyproxy;
 mod tls;
 
 pub use fault::{Fault, FaultServer, RecordedRequest};
+pub use gateway::Gateway;
 pub use http::{HttpClient, Reply};
 pub use idp::Idp;
 pub use orthanc::{Exited, Orthanc, OrthancBuilder};

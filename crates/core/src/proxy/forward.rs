@@ -51,6 +51,17 @@ impl ProxyResponse {
         }
     }
 
+    /// The answer when no token could be had: 503 with the token error's code
+    /// (nothing was sent upstream).
+    pub fn token_error(error: &Error) -> Self {
+        ProxyResponse::error(
+            error.code(),
+            503,
+            &error.to_string(),
+            serde_json::Value::Null,
+        )
+    }
+
     /// The answer for an error that stopped the request before or while sending it.
     pub fn from_error(error: &Error) -> Self {
         let code = error.code();
@@ -241,7 +252,7 @@ pub async fn complete(
     };
     let token = match manager.token().await {
         Ok((token, _)) => token,
-        Err(e) => return ProxyResponse::from_error(&e),
+        Err(e) => return ProxyResponse::token_error(&e),
     };
     match send_once(http, request, &token.value, body.map(AttemptBody::Bytes)).await {
         Ok(second) if second.status == 401 => {
@@ -273,7 +284,7 @@ pub async fn forward_buffered(
 ) -> ProxyResponse {
     let token = match manager.token().await {
         Ok((token, _)) => token,
-        Err(e) => return ProxyResponse::from_error(&e),
+        Err(e) => return ProxyResponse::token_error(&e),
     };
     let first = send_once(
         http,

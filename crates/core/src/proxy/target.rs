@@ -29,7 +29,13 @@ impl PathError {
 /// `rest` is the path below `/oauth-dicom-web/servers/{name}/` (the legacy
 /// `stow` alias means `studies`). Each segment is checked and
 /// percent-encoded as one segment, so nothing in it can climb out of the
-/// base path or name another host. `query` pairs are re-encoded.
+/// base path or name another host. `query` holds the GET arguments as
+/// Orthanc passes them — still percent-encoded as the caller sent them — and
+/// is forwarded as is (`&`-joined), so QIDO matching values arrive unchanged.
+///
+/// Orthanc itself resolves `.`/`..` segments, decodes `%2F` into `/` and
+/// stops at a decoded NUL before a plugin sees the URL; the checks here are
+/// the second line, for whatever reaches the plugin.
 pub fn upstream_url(base: &Url, rest: &str, query: &[(String, String)]) -> Result<Url, PathError> {
     check_raw(rest)?;
     let rest = if rest == "stow" { "studies" } else { rest };
@@ -51,8 +57,17 @@ pub fn upstream_url(base: &Url, rest: &str, query: &[(String, String)]) -> Resul
         }
     }
     if !query.is_empty() {
-        url.query_pairs_mut()
-            .extend_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let joined: Vec<String> = query
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect();
+        url.set_query(Some(&joined.join("&")));
     }
     Ok(url)
 }
@@ -91,13 +106,16 @@ mod tests {
             u.as_str(),
             "https://pacs.example.org:8443/dicom-web/studies/1.2.3/series/4.5/metadata"
         );
-        let u = upstream_url(
-            &Url::parse("https://h/dw").unwrap(),
-            "studies",
-            &[("PatientID".into(), "a b&c".into())],
-        )
-        .unwrap();
-        assert_eq!(u.as_str(), "https://h/dw/studies?PatientID=a+b%26c");
+        let q = [
+            ("PatientName".to_string(), "Doe%5EJohn".to_string()),
+            ("fuzzymatching".into(), "true".into()),
+            ("includefield".into(), String::new()),
+        ];
+        let u = upstream_url(&Url::parse("https://h/dw").unwrap(), "studies", &q).unwrap();
+        assert_eq!(
+            u.as_str(),
+            "https://h/dw/studies?PatientName=Doe%5EJohn&fuzzymatching=true&includefield"
+        );
         let u = upstream_url(&base(), "stow", &[]).unwrap();
         assert_eq!(u.path(), "/dicom-web/studies");
         let u = upstream_url(&base(), "", &[]).unwrap();
