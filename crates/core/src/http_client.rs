@@ -116,23 +116,24 @@ pub fn classify_transport_error(error: &reqwest::Error) -> ErrorCode {
     if error.is_timeout() {
         return ErrorCode::Net001;
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
+    // hyper/reqwest wrap the rustls error in nested io::Errors whose inner
+    // error is not always exposed through source(): follow both paths.
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![error];
+    while let Some(e) = pending.pop() {
         if e.downcast_ref::<rustls::Error>().is_some() {
             return ErrorCode::Net003;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
-            {
-                return ErrorCode::Net003;
-            }
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return ErrorCode::Net001;
             }
+            if let Some(inner) = io.get_ref() {
+                pending.push(inner);
+            }
         }
-        source = e.source();
+        if let Some(next) = e.source() {
+            pending.push(next);
+        }
     }
     ErrorCode::Net002
 }

@@ -699,58 +699,57 @@ async fn token_requests_go_through_the_configured_forward_proxy() {
 
 // 11. Private CA.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_private_ca_is_trusted_only_when_configured() {
+/// A TLS FaultServer with a certificate from a fresh private CA, and that CA's PEM file.
+struct TlsProvider {
+    fault: FaultServer,
+    endpoint: String,
+    ca_pem: PathBuf,
+    _dir: TempDir,
+}
+
+fn tls_provider(token: &str) -> TlsProvider {
     let ca = TestCa::new();
-    let fault = FaultServer::start_tls(
-        vec![token_answer("AT-faults-over-tls")],
-        &ca.issue_server_cert(),
-    );
+    let fault = FaultServer::start_tls(vec![token_answer(token)], &ca.issue_server_cert());
     let endpoint = format!("https://127.0.0.1:{}/token", fault.port());
     let dir = TempDir::new();
     let ca_pem = ca.write_ca_pem(dir.path());
-    let other_dir = TempDir::new();
-    let other_ca_pem = TestCa::new().write_ca_pem(other_dir.path());
+    TlsProvider {
+        fault,
+        endpoint,
+        ca_pem,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_ca_is_trusted_when_configured() {
+    let tls = tls_provider("AT-faults-over-tls");
+    let (fault, endpoint) = (&tls.fault, tls.endpoint.as_str());
 
     // Orthanc's HttpsCACertificates.
     let engine = engine_with(
-        server(&endpoint, fast_resilience(1)),
-        json!({"HttpsCACertificates": ca_pem}),
+        server(endpoint, fast_resilience(1)),
+        json!({"HttpsCACertificates": tls.ca_pem}),
     );
     assert_eq!(fetch_token(&engine).await, "AT-faults-over-tls");
     assert_eq!(fault.request_count(), 1);
 
-    // Without it: the certificate is not trusted, nothing reaches the provider.
-    let engine = common::engine(server(&endpoint, fast_resilience(1)));
-    let untrusted = fetch_error(&engine).await;
-    assert_eq!(untrusted.code(), ErrorCode::Net003, "{untrusted}");
-    assert_eq!(fault.request_count(), 1);
-
-    // Another CA's bundle does not help.
-    let engine = common::engine_with(
-        server(&endpoint, fast_resilience(1)),
-        json!({"HttpsCACertificates": other_ca_pem}),
-    );
-    let wrong_ca = fetch_error(&engine).await;
-    assert_eq!(wrong_ca.code(), ErrorCode::Net003, "{wrong_ca}");
-    assert_eq!(fault.request_count(), 1);
-
     // The per-server CaBundle.
-    let mut with_bundle = server(&endpoint, fast_resilience(1));
-    with_bundle["CaBundle"] = json!(ca_pem);
+    let mut with_bundle = server(endpoint, fast_resilience(1));
+    with_bundle["CaBundle"] = json!(tls.ca_pem);
     let engine = common::engine(with_bundle);
     assert_eq!(fetch_token(&engine).await, "AT-faults-over-tls");
     assert_eq!(fault.request_count(), 2);
 
     // VerifySSL as the path of a CA bundle.
-    let mut verify_path = server(&endpoint, fast_resilience(1));
-    verify_path["VerifySSL"] = json!(ca_pem);
+    let mut verify_path = server(endpoint, fast_resilience(1));
+    verify_path["VerifySSL"] = json!(tls.ca_pem);
     let engine = common::engine(verify_path);
     assert_eq!(fetch_token(&engine).await, "AT-faults-over-tls");
     assert_eq!(fault.request_count(), 3);
 
-    // VerifySSL false: insecure, but it works.
-    let mut insecure = server(&endpoint, fast_resilience(1));
+    // VerifySSL false: insecure (warned), but it works.
+    let mut insecure = server(endpoint, fast_resilience(1));
     insecure["VerifySSL"] = json!(false);
     let config = config_with(insecure.clone(), Value::Null);
     assert!(
@@ -764,7 +763,32 @@ async fn a_private_ca_is_trusted_only_when_configured() {
     let engine = common::engine(insecure);
     assert_eq!(fetch_token(&engine).await, "AT-faults-over-tls");
     assert_eq!(fault.request_count(), 4);
+    assert_secret_free(&[]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_certificate_is_net003() {
+    let tls = tls_provider("AT-faults-untrusted");
+    let other_dir = TempDir::new();
+    let other_ca_pem = TestCa::new().write_ca_pem(other_dir.path());
+
+    // No CA configured: the system roots do not know the private CA.
+    let engine = engine(server(&tls.endpoint, fast_resilience(1)));
+    let untrusted = fetch_error(&engine).await;
+    // Another CA's bundle does not help either.
+    let engine = common::engine_with(
+        server(&tls.endpoint, fast_resilience(1)),
+        json!({"HttpsCACertificates": other_ca_pem}),
+    );
+    let wrong_ca = fetch_error(&engine).await;
+    assert_eq!(
+        tls.fault.request_count(),
+        0,
+        "nothing got past the handshake"
+    );
     assert_secret_free(&[&untrusted, &wrong_ca]);
+    assert_eq!(untrusted.code(), ErrorCode::Net003, "{untrusted}");
+    assert_eq!(wrong_ca.code(), ErrorCode::Net003, "{wrong_ca}");
 }
 
 // 12. Secrets.
@@ -846,23 +870,4 @@ async fn secrets_reach_neither_logs_nor_errors() {
     assert!(logged.contains("retrying"), "{logged}");
     let refs: Vec<&Error> = errors.iter().collect();
     assert_secret_free(&refs);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zz_debug_chain() {
-    let ca = TestCa::new();
-    let fault = FaultServer::start_tls(vec![token_answer("AT-faults-x")], &ca.issue_server_cert());
-    let client = reqwest::Client::builder().use_rustls_tls().build().unwrap();
-    let err = client.get(fault.url("/t")).send().await.unwrap_err();
-    let mut s: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    while let Some(e) = s {
-        eprintln!("LEVEL: {e:?}");
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            eprintln!("  IO kind {:?} get_ref {:?}", io.kind(), io.get_ref());
-            if let Some(inner) = io.get_ref() {
-                eprintln!("  inner is io: {}", inner.is::<std::io::Error>());
-            }
-        }
-        s = e.source();
-    }
 }

@@ -47,6 +47,7 @@ const SERVICE_REGISTER_REST_CALLBACK_NO_LOCK: i32 = 1004;
 const SERVICE_REGISTER_INCOMING_HTTP_REQUEST_FILTER2: i32 = 1010;
 const SERVICE_REGISTER_CHUNKED_REST_CALLBACK: i32 = 1012;
 const SERVICE_ANSWER_BUFFER: i32 = 2000;
+const SERVICE_SEND_METHOD_NOT_ALLOWED: i32 = 2005;
 const SERVICE_SET_HTTP_HEADER: i32 = 2007;
 const SERVICE_SEND_HTTP_STATUS: i32 = 2010;
 
@@ -174,6 +175,13 @@ struct SetHttpHeaderParams {
     output: *mut OrthancPluginRestOutput,
     key: *const c_char,
     value: *const c_char,
+}
+
+/// `_OrthancPluginOutputPlusArgument`.
+#[repr(C)]
+struct OutputPlusArgumentParams {
+    output: *mut OrthancPluginRestOutput,
+    argument: *const c_char,
 }
 
 /// `_OrthancPluginSendHttpStatus`.
@@ -404,6 +412,8 @@ fn method_of(code: i32) -> crate::http::Method {
         HTTP_METHOD_POST => crate::http::Method::Post,
         HTTP_METHOD_PUT => crate::http::Method::Put,
         HTTP_METHOD_DELETE => crate::http::Method::Delete,
+        HTTP_METHOD_GET => crate::http::Method::Get,
+        // Orthanc has no other methods; read anything unexpected as the harmless one.
         _ => crate::http::Method::Get,
     }
 }
@@ -454,7 +464,29 @@ fn internal_error_response() -> crate::http::Response {
 }
 
 /// Sends `response` through `output`.
+///
+/// Orthanc wants 405 through its dedicated service (its generic status
+/// service throws on 405 and 301, which took the whole process down); the
+/// `Allow` header of the response becomes that service's argument.
 fn send_response(output: *mut OrthancPluginRestOutput, response: &crate::http::Response) {
+    if response.status == 405 {
+        let allowed = response
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("allow"))
+            .map_or("GET", |(_, v)| v.as_str());
+        let allowed = CString::new(allowed).unwrap_or_default();
+        let params = OutputPlusArgumentParams {
+            output,
+            argument: allowed.as_ptr(),
+        };
+        let _ = invoke(
+            SERVICE_SEND_METHOD_NOT_ALLOWED,
+            ptr::from_ref(&params).cast(),
+        );
+        return;
+    }
+    debug_assert_ne!(response.status, 301, "routes turn 301 into an error answer");
     for (name, value) in &response.headers {
         let (Ok(name), Ok(value)) = (CString::new(name.as_str()), CString::new(value.as_str()))
         else {

@@ -44,22 +44,6 @@ impl State {
             Err(_) => panic!("the plugin's runtime is shutting down"),
         }
     }
-
-    /// Runs `future` on the plugin's runtime and waits for it on the calling
-    /// (Orthanc) thread. The future is polled by a runtime worker, never on
-    /// Orthanc's HTTP thread, whose small stack cannot hold deep async state.
-    pub fn run<F>(&self, future: F) -> F::Output
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        let task = self.runtime.spawn(future);
-        match self.runtime.block_on(task) {
-            Ok(output) => output,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => panic!("the plugin's runtime is shutting down"),
-        }
-    }
 }
 
 /// The running plugin; `None` while idle or after finalization.

@@ -1,6 +1,7 @@
 //! Adapts Orthanc's REST callbacks to the core: the DICOMweb proxy and the
 //! management API. Orthanc's HTTP threads are synchronous; they enter the
-//! plugin's async runtime here, and only here (`block_on`).
+//! plugin's async runtime here, and only here: each callback hops to a
+//! runtime blocking thread (`State::on_worker`) and waits there (`block_on`).
 
 use crate::http::{Method, Request, Response, Upload};
 use crate::plugin::{state, State};
@@ -103,7 +104,7 @@ fn start_upload_on_worker(
     // The token first: if it cannot be had, nothing is sent upstream at all.
     let token = {
         let manager = Arc::clone(&manager);
-        state.run(async move { manager.token().await })
+        state.runtime.block_on(manager.token())
     }
     .map(|(token, _)| token)
     .map_err(|e| to_response(proxy::ProxyResponse::token_error(&e)))?;
@@ -141,8 +142,15 @@ impl Upload for ProxyUpload {
             sender,
             in_flight,
         } = *self;
-        sender.finish();
-        state.on_worker(move |state| to_response(state.run(in_flight.finish())))
+        let sent = sender.finish();
+        let answer = state.on_worker(move |state| state.runtime.block_on(in_flight.finish()));
+        tracing::debug!(
+            method = "POST/PUT",
+            bytes_sent = sent,
+            status = answer.status,
+            "proxied (streamed)"
+        );
+        to_response(answer)
     }
 }
 
@@ -188,11 +196,11 @@ fn proxy_buffered(state: &State, request: &Request) -> Response {
         return not_found("unknown server");
     };
     let body = (!request.body.is_empty()).then(|| bytes_of(&request.body));
-    to_response(
-        state
-            .runtime
-            .block_on(proxy::forward_buffered(http, manager, &forward, body)),
-    )
+    let answer = state
+        .runtime
+        .block_on(proxy::forward_buffered(http, manager, &forward, body));
+    tracing::debug!(server = %server, method = request.method.as_str(), status = answer.status, "proxied");
+    to_response(answer)
 }
 
 fn bytes_of(body: &[u8]) -> Bytes {
@@ -200,6 +208,15 @@ fn bytes_of(body: &[u8]) -> Bytes {
 }
 
 fn to_response(answer: proxy::ProxyResponse) -> Response {
+    if answer.status == 301 {
+        // Orthanc cannot pass a 301 through a plugin, and following it would
+        // send the caller to the remote without credentials.
+        return error_with_status(
+            ErrorCode::Net002,
+            502,
+            "the remote DICOMweb server answered a permanent redirect (301): check the server's Url",
+        );
+    }
     Response {
         status: answer.status,
         content_type: answer.content_type.unwrap_or_default(),
@@ -259,7 +276,7 @@ fn api(state: &State, request: &Request) -> Response {
                 }
                 let started = std::time::Instant::now();
                 let task_manager = Arc::clone(manager);
-                match state.run(async move { task_manager.token().await }) {
+                match state.runtime.block_on(task_manager.token()) {
                     Ok((token, origin)) => Response::json(
                         200,
                         &envelope(json!({

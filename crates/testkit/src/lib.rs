@@ -7,6 +7,7 @@
 //! It installs nothing: `scripts/test` installs the Debian packages and npm
 //! fixtures first. A missing prerequisite fails loudly with what to install.
 
+mod dicom;
 mod fault;
 mod gateway;
 mod http;
@@ -15,6 +16,7 @@ mod orthanc;
 mod tinyproxy;
 mod tls;
 
+pub use dicom::{create_study, study_file_hashes, Study};
 pub use fault::{Fault, FaultServer, RecordedRequest};
 pub use gateway::Gateway;
 pub use http::{HttpClient, Reply};

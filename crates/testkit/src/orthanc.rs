@@ -86,6 +86,7 @@ pub struct OrthancBuilder {
     config: Value,
     env: Vec<(String, String)>,
     with_oauth_plugin: bool,
+    port: Option<u16>,
 }
 
 impl Default for OrthancBuilder {
@@ -109,7 +110,15 @@ impl OrthancBuilder {
             }),
             env: Vec::new(),
             with_oauth_plugin: true,
+            port: None,
         }
+    }
+
+    /// Uses this HTTP port (e.g. one taken with [`crate::free_port`] to write
+    /// a configuration that points at Orthanc itself).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
     }
 
     /// Sets the `DicomWebOAuth` section.
@@ -139,7 +148,7 @@ impl OrthancBuilder {
             .prefix("orthanc-test-")
             .tempdir()
             .expect("temp dir");
-        let port = free_port();
+        let port = self.port.unwrap_or_else(free_port);
         let mut plugins = vec![dicomweb_plugin()];
         if self.with_oauth_plugin {
             plugins.push(oauth_plugin());

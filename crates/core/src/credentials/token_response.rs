@@ -17,7 +17,15 @@ pub async fn exchange(request: reqwest::RequestBuilder) -> Result<FetchedToken, 
         .header(reqwest::header::ACCEPT, "application/json")
         .send()
         .await
-        .map_err(|e| FetchError::transient(transport_error("token endpoint", &e), None))?;
+        .map_err(|e| {
+            let error = transport_error("token endpoint", &e);
+            // A certificate that fails verification fails again: do not retry it.
+            if error.code() == ErrorCode::Net003 {
+                FetchError::fatal(error)
+            } else {
+                FetchError::transient(error, None)
+            }
+        })?;
     let status = response.status().as_u16();
     let retry_after = response
         .headers()

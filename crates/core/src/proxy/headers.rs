@@ -25,12 +25,11 @@ pub const PASSED_RESPONSE_HEADERS: &[&str] = &[
     "retry-after",
     "etag",
     "last-modified",
+    "allow",
 ];
 
 /// The caller's headers that may go upstream.
-pub fn forwardable<'a>(
-    headers: &'a [(String, String)],
-) -> impl Iterator<Item = (&'a str, &'a str)> {
+pub fn forwardable(headers: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
     headers.iter().filter_map(|(name, value)| {
         let lower = name.to_ascii_lowercase();
         FORWARDED_REQUEST_HEADERS

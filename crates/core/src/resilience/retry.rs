@@ -3,7 +3,8 @@
 use crate::config::{Resilience, RetryStrategy};
 use std::time::{Duration, SystemTime};
 
-/// The longest `Retry-After` honoured; a provider asking for more is treated as down.
+/// The longest `Retry-After` honoured; a longer one is cut to this, so one
+/// provider answer cannot stall token requests for hours.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
 
 /// The delay before retry number `retry` (1 for the first retry).
