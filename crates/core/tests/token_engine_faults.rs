@@ -871,3 +871,55 @@ async fn secrets_reach_neither_logs_nor_errors() {
     let refs: Vec<&Error> = errors.iter().collect();
     assert_secret_free(&refs);
 }
+
+/// private_key_jwt (RFC 7523 §2.2): the assertion's header and claims as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_jwt_assertions_are_well_formed_and_unique() {
+    use base64::Engine as _;
+    let key = testkit::Idp::generate_key("RS256", "unused");
+    let endpoint = FaultServer::start(vec![token_answer("AT-faults-pkjwt-1")]);
+    let token_url = endpoint.url("/oauth2/token");
+    let engine = engine(json!({
+        "Url": "https://pacs.invalid/dicom-web",
+        "TokenEndpoint": token_url,
+        "ClientId": "jwt-client",
+        "ClientAuthMethod": "private_key_jwt",
+        "ClientAssertionKey": key["private_pem"],
+        "ClientAssertionKeyId": "my-kid",
+        "ClientAssertionX5t": "bXktdGh1bWJwcmludA",
+    }));
+    let m = manager(&engine);
+    m.token().await.unwrap();
+    m.invalidate();
+    m.token().await.unwrap();
+    let decode = |part: &str| -> Value {
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    };
+    let mut jtis = Vec::new();
+    for request in endpoint.requests() {
+        let form: std::collections::HashMap<String, String> = request.form().into_iter().collect();
+        assert_eq!(form["client_assertion_type"], "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        assert!(!form.contains_key("client_secret"));
+        assert!(request.header("authorization").is_none());
+        let assertion = &form["client_assertion"];
+        let parts: Vec<&str> = assertion.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let (header, claims) = (decode(parts[0]), decode(parts[1]));
+        assert_eq!(header["alg"], "RS256");
+        assert_eq!(header["kid"], "my-kid");
+        assert_eq!(header["x5t"], "bXktdGh1bWJwcmludA");
+        assert_eq!(claims["iss"], "jwt-client");
+        assert_eq!(claims["sub"], "jwt-client");
+        assert_eq!(claims["aud"], token_url.as_str());
+        let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
+        assert!((1..=300).contains(&lifetime), "short expiry, got {lifetime}s");
+        // The signature verifies with the client's public key.
+        let public = jsonwebtoken::DecodingKey::from_rsa_pem(key["public_pem"].as_str().unwrap().as_bytes()).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.set_audience(&[token_url.as_str()]);
+        jsonwebtoken::decode::<Value>(assertion, &public, &validation).expect("assertion signature");
+        jtis.push(claims["jti"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(jtis.len(), 2);
+    assert_ne!(jtis[0], jtis[1], "each assertion has its own jti");
+}

@@ -43,12 +43,14 @@ pub fn oauth_plugin() -> PathBuf {
     if let Some(p) = std::env::var_os("ORTHANC_OAUTH_PLUGIN") {
         return PathBuf::from(p);
     }
-    // Integration tests run from target/<profile>/deps/.
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
+    // Integration tests run from target/<profile>/deps/, binaries from target/<profile>/.
+    let exe = std::env::current_exe().expect("executable path");
+    let exe_dir = exe.parent().expect("target/<profile>");
+    let profile_dir = if exe_dir.ends_with("deps") {
+        exe_dir.parent().expect("target/<profile>")
+    } else {
+        exe_dir
+    };
     let path = profile_dir.join("liborthanc_dicomweb_oauth.so");
     let build = "cargo build -p orthanc-dicomweb-oauth (scripts/test does)";
     let built = std::fs::metadata(&path)
