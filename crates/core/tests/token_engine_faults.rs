@@ -893,12 +893,20 @@ async fn private_key_jwt_assertions_are_well_formed_and_unique() {
     m.invalidate();
     m.token().await.unwrap();
     let decode = |part: &str| -> Value {
-        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(part)
+                .unwrap(),
+        )
+        .unwrap()
     };
     let mut jtis = Vec::new();
     for request in endpoint.requests() {
         let form: std::collections::HashMap<String, String> = request.form().into_iter().collect();
-        assert_eq!(form["client_assertion_type"], "urn:ietf:params:oauth:client-assertion-type:jwt-bearer");
+        assert_eq!(
+            form["client_assertion_type"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
         assert!(!form.contains_key("client_secret"));
         assert!(request.header("authorization").is_none());
         let assertion = &form["client_assertion"];
@@ -912,12 +920,18 @@ async fn private_key_jwt_assertions_are_well_formed_and_unique() {
         assert_eq!(claims["sub"], "jwt-client");
         assert_eq!(claims["aud"], token_url.as_str());
         let lifetime = claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap();
-        assert!((1..=300).contains(&lifetime), "short expiry, got {lifetime}s");
+        assert!(
+            (1..=300).contains(&lifetime),
+            "short expiry, got {lifetime}s"
+        );
         // The signature verifies with the client's public key.
-        let public = jsonwebtoken::DecodingKey::from_rsa_pem(key["public_pem"].as_str().unwrap().as_bytes()).unwrap();
+        let public =
+            jsonwebtoken::DecodingKey::from_rsa_pem(key["public_pem"].as_str().unwrap().as_bytes())
+                .unwrap();
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         validation.set_audience(&[token_url.as_str()]);
-        jsonwebtoken::decode::<Value>(assertion, &public, &validation).expect("assertion signature");
+        jsonwebtoken::decode::<Value>(assertion, &public, &validation)
+            .expect("assertion signature");
         jtis.push(claims["jti"].as_str().unwrap().to_owned());
     }
     assert_eq!(jtis.len(), 2);

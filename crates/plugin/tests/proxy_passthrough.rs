@@ -343,3 +343,55 @@ fn the_proxy_route_refuses_clients_outside_proxy_allowed_clients() {
     // Other routes are not affected.
     assert_eq!(orthanc.get("/system").status, 200);
 }
+
+#[test]
+fn eight_concurrent_transfers_run_in_parallel() {
+    let idp = idp();
+    // Each upstream answer takes 1.5 s: eight in a row would take 12 s.
+    let upstream = FaultServer::start(vec![Fault::Delay {
+        delay: std::time::Duration::from_millis(1500),
+        then: Box::new(Fault::json(200, json!({"stored": true}))),
+    }]);
+    let orthanc = orthanc(&idp, &upstream, json!({}));
+    // Warm the token cache so the measurement is about transfers only.
+    assert_eq!(
+        orthanc
+            .post_json("/dicomweb-oauth/servers/remote/test", &json!({}))
+            .status,
+        200
+    );
+    let started = std::time::Instant::now();
+    let results: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let orthanc = &orthanc;
+                scope.spawn(move || {
+                    let body = vec![i as u8; 200_000];
+                    if i % 2 == 0 {
+                        orthanc
+                            .http()
+                            .request(
+                                "POST",
+                                &orthanc.url("/oauth-dicom-web/servers/remote/studies"),
+                                &[("Content-Type", "application/dicom")],
+                                Some(&body),
+                            )
+                            .status
+                    } else {
+                        orthanc
+                            .get("/oauth-dicom-web/servers/remote/studies")
+                            .status
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    assert_eq!(results, vec![200; 8]);
+    assert_eq!(upstream.request_count(), 8);
+    assert!(
+        elapsed < std::time::Duration::from_secs(6),
+        "8 transfers took {elapsed:?}: they did not overlap"
+    );
+}

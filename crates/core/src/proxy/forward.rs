@@ -13,10 +13,13 @@ use url::Url;
 
 /// Chunks in flight between Orthanc's thread and the upstream connection:
 /// bounded, so a slow remote slows the sender instead of filling memory.
-const CHANNEL_CHUNKS: usize = 16;
+/// Orthanc hands chunked bodies over in blocks of up to 1 MiB.
+const CHANNEL_CHUNKS: usize = 2;
 /// Streamed bodies up to this size are kept for a replay after a 401;
 /// larger ones are not replayable (the remote's 401 is returned as AUTH-001).
-pub const REPLAY_LIMIT: usize = 16 << 20;
+/// Small on purpose: every concurrent upload may hold this much, and with
+/// tokens refreshed ahead of expiry a 401 in the middle of a send is rare.
+pub const REPLAY_LIMIT: usize = 4 << 20;
 
 /// A request to send upstream (URL already checked, headers already filtered).
 #[derive(Debug, Clone)]
@@ -113,7 +116,7 @@ impl BodySender {
     /// Hands one chunk to the upstream request, waiting while the pipe is
     /// full. Call from a thread outside the runtime (Orthanc's HTTP thread).
     pub fn send_blocking(&mut self, chunk: &[u8]) {
-        let bytes = Bytes::copy_from_slice(chunk);
+        let bytes = pooled_copy(chunk);
         self.sent += bytes.len() as u64;
         {
             let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
@@ -159,6 +162,43 @@ impl BodyStream {
         }
         Some(Bytes::from(all))
     }
+}
+
+/// Recycled chunk buffers: Orthanc hands over 1 MiB blocks, and a fresh
+/// allocation per block costs page faults on every megabyte sent. A buffer
+/// returns here when the upstream connection has written it.
+static CHUNK_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+/// Buffers kept for reuse (enough for the in-flight chunks of a few uploads).
+const POOL_SIZE: usize = 32;
+
+struct PooledChunk(Vec<u8>);
+
+impl AsRef<[u8]> for PooledChunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for PooledChunk {
+    fn drop(&mut self) {
+        let buffer = std::mem::take(&mut self.0);
+        let mut pool = CHUNK_POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < POOL_SIZE && buffer.capacity() <= 2 << 20 {
+            pool.push(buffer);
+        }
+    }
+}
+
+/// A copy of `chunk` in a recycled buffer.
+fn pooled_copy(chunk: &[u8]) -> Bytes {
+    let mut buffer = CHUNK_POOL
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pop()
+        .unwrap_or_default();
+    buffer.clear();
+    buffer.extend_from_slice(chunk);
+    Bytes::from_owner(PooledChunk(buffer))
 }
 
 /// The body of one attempt.

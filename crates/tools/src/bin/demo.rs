@@ -58,17 +58,28 @@ fn run() -> Result<(), String> {
         "writeScope": "dicom.write",
         "mode": "jwt",
     }));
-    println!("    {}/dicom-web (signature by the provider's JWKS, audience, expiry, scope)", gateway.url);
-    let anonymous = remote.http().get(&format!("{}/dicom-web/studies", gateway.url));
-    check(anonymous.status == 401, "a request without a token is refused (401)")?;
+    println!(
+        "    {}/dicom-web (signature by the provider's JWKS, audience, expiry, scope)",
+        gateway.url
+    );
+    let anonymous = remote
+        .http()
+        .get(&format!("{}/dicom-web/studies", gateway.url));
+    check(
+        anonymous.status == 401,
+        "a request without a token is refused (401)",
+    )?;
 
     step("Starting Orthanc A with the DICOMweb plugin and orthanc-dicomweb-oauth");
     let port = testkit::free_port();
     let orthanc = OrthancBuilder::new()
         .port(port)
-        .set("DicomWeb", json!({"Enable": true, "Root": "/dicom-web/", "Servers": {
-            "cloud": {"Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/cloud/")}
-        }}))
+        .set(
+            "DicomWeb",
+            json!({"Enable": true, "Root": "/dicom-web/", "Servers": {
+                "cloud": {"Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/cloud/")}
+            }}),
+        )
         .oauth(json!({"ConfigVersion": "2.0", "Servers": {"cloud": {
             "Url": format!("{}/dicom-web", gateway.url),
             "TokenEndpoint": idp.token_endpoint(),
@@ -81,8 +92,14 @@ fn run() -> Result<(), String> {
 
     let test = orthanc.post_json("/dicomweb-oauth/servers/cloud/test", &json!({}));
     let data = &test.json()["data"];
-    check(test.status == 200 && data["success"] == true, "token obtained")?;
-    println!("    source: {}, expires in {} s", data["source"], data["expires_in"]);
+    check(
+        test.status == 200 && data["success"] == true,
+        "token obtained",
+    )?;
+    println!(
+        "    source: {}, expires in {} s",
+        data["source"], data["expires_in"]
+    );
 
     step("Creating a study in Orthanc A (3 instances, made by Orthanc's /tools/create-dicom)");
     let study = create_study(&orthanc, "DEMO-001", 3, 256 * 1024);
@@ -90,7 +107,10 @@ fn run() -> Result<(), String> {
     println!("    StudyInstanceUID {}", study.study_uid);
 
     step("Sending it with the DICOMweb plugin (\"Send to DICOMweb server\": an asynchronous job)");
-    let reply = orthanc.post_json("/dicom-web/servers/cloud/stow", &json!({"Resources": [study.id], "Synchronous": false}));
+    let reply = orthanc.post_json(
+        "/dicom-web/servers/cloud/stow",
+        &json!({"Resources": [study.id], "Synchronous": false}),
+    );
     let job = reply.json()["ID"].as_str().ok_or("no job id")?.to_owned();
     let (state, _) = wait_for("the send job", Duration::from_secs(120), || {
         let info = orthanc.get(&format!("/jobs/{job}")).json();
@@ -102,15 +122,26 @@ fn run() -> Result<(), String> {
     println!("    bytes sent through the gateway: {}", stats["bytes_in"]);
     let remote_copy = study_file_hashes(&remote, &study.study_uid);
     println!("    instances stored remotely: {}", remote_copy.len());
-    check(remote_copy == local, "the remote copies are byte-identical (SHA-256 of each file)")?;
+    check(
+        remote_copy == local,
+        "the remote copies are byte-identical (SHA-256 of each file)",
+    )?;
 
     step("Querying the remote (QIDO-RS) through the DICOMweb plugin");
-    let qido = orthanc.post_json("/dicom-web/servers/cloud/qido", &json!({"Uri": "/studies", "Arguments": {"PatientID": "DEMO-001"}}));
+    let qido = orthanc.post_json(
+        "/dicom-web/servers/cloud/qido",
+        &json!({"Uri": "/studies", "Arguments": {"PatientID": "DEMO-001"}}),
+    );
     let found = qido.json().as_array().map_or(0, Vec::len);
-    check(qido.status == 200 && found == 1, "the study is found remotely")?;
+    check(
+        qido.status == 200 && found == 1,
+        "the study is found remotely",
+    )?;
 
     step("Retrieving it back (WADO-RS) after deleting the local copy");
-    orthanc.http().delete(&orthanc.url(&format!("/studies/{}", study.id)));
+    orthanc
+        .http()
+        .delete(&orthanc.url(&format!("/studies/{}", study.id)));
     let retrieve = orthanc.post_json(
         "/dicom-web/servers/cloud/retrieve",
         &json!({"Resources": [{"Study": study.study_uid}], "Synchronous": true}),
@@ -130,9 +161,15 @@ fn run() -> Result<(), String> {
         server["has_cached_token"],
         server["token_expires_in"]
     );
-    println!("    token requests made to the identity provider: {}", idp.token_requests());
+    println!(
+        "    token requests made to the identity provider: {}",
+        idp.token_requests()
+    );
     let gw = gateway.stats();
-    println!("    gateway: {} requests accepted, {} rejected", gw["accepted"], gw["rejected"]);
+    println!(
+        "    gateway: {} requests accepted, {} rejected",
+        gw["accepted"], gw["rejected"]
+    );
     println!("    elapsed: {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

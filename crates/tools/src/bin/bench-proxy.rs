@@ -1,0 +1,229 @@
+//! Proxy benchmark (`scripts/bench-proxy`): sends studies of ≥ 100 MB from
+//! Orthanc A to an OAuth-protected DICOMweb server, through the plugin's proxy
+//! route versus straight from the DICOMweb plugin with a static bearer header
+//! (the no-proxy limit), with 1 and 4 parallel senders, interleaved in one run.
+//! Reports throughput, CPU seconds used by Orthanc A (/proc/PID/stat) and A's
+//! peak RSS during the sends (VmHWM, reset before each send).
+//!
+//! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)]
+
+use serde_json::json;
+use std::time::Instant;
+use testkit::{create_study, Gateway, HttpClient, Idp, Orthanc, OrthancBuilder, Study};
+
+const INSTANCE_MB: usize = 5;
+
+struct Sample {
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_mb: f64,
+}
+
+fn clock_ticks() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(100.0)
+}
+
+fn cpu_seconds(pid: u32, ticks: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields[11].parse().unwrap();
+    let stime: f64 = fields[12].parse().unwrap();
+    (utime + stime) / ticks
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn reset_peak_rss(pid: u32) {
+    // "5" resets VmHWM to the current RSS (Linux ≥ 4.0; needs the right to ptrace the process).
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM (run as root)");
+}
+
+fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
+    let pid = a.pid();
+    reset_peak_rss(pid);
+    let cpu0 = cpu_seconds(pid, ticks);
+    let started = Instant::now();
+    // Asynchronous jobs, as Orthanc Explorer's "Send to DICOMweb server" posts
+    // them (concurrent synchronous sends crash the DICOMweb plugin 1.7 itself).
+    let jobs: Vec<String> = studies
+        .iter()
+        .map(|study| {
+            let reply = a.post_json(
+                &format!("/dicom-web/servers/{server}/stow"),
+                &json!({"Resources": [study.id], "Synchronous": false}),
+            );
+            assert_eq!(reply.status, 200, "{server}: {}", reply.text());
+            reply.json()["ID"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    for job in jobs {
+        let state = testkit::wait_for("a send job", std::time::Duration::from_secs(600), || {
+            let state = a.get(&format!("/jobs/{job}")).json()["State"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            matches!(state.as_str(), "Success" | "Failure").then_some(state)
+        });
+        assert_eq!(state, "Success", "{server}: job {job}");
+    }
+    Sample {
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
+        peak_rss_mb: peak_rss_mb(pid),
+    }
+}
+
+fn clear_remote(b: &Orthanc) {
+    let studies = b.get("/studies").json();
+    for id in studies.as_array().unwrap() {
+        b.http()
+            .delete(&b.url(&format!("/studies/{}", id.as_str().unwrap())));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let study_mb: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
+    let repetitions: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let instances = study_mb.div_ceil(INSTANCE_MB);
+    let ticks = clock_ticks();
+    let secret = "bench-secret";
+
+    let idp = Idp::start(&json!({
+        "accessTokenTtl": 3600,
+        "clients": [{"client_id": "bench", "client_secret": secret,
+                     "token_endpoint_auth_method": "client_secret_post", "scope": "dicom.read dicom.write"}]
+    }));
+    let b = OrthancBuilder::new()
+        .without_oauth_plugin()
+        .set("HttpTimeout", json!(600))
+        .start();
+    let gateway = Gateway::start(&json!({
+        "upstream": b.url(""), "jwksUri": format!("{}/jwks", idp.issuer), "issuer": idp.issuer,
+        "audience": "https://dicom.example", "requiredScope": "dicom.read", "writeScope": "dicom.write", "mode": "jwt",
+    }));
+    // The direct path's static header: a token from the same provider, valid for the whole run.
+    let form = format!("grant_type=client_credentials&client_id=bench&client_secret={secret}&scope=dicom.read%20dicom.write");
+    let token = HttpClient::new()
+        .post(
+            &idp.token_endpoint(),
+            "application/x-www-form-urlencoded",
+            form.as_bytes(),
+        )
+        .json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let direct = OrthancBuilder::new()
+        .without_oauth_plugin()
+        .set("HttpTimeout", json!(600))
+        .set("ConcurrentJobs", json!(4))
+        .set(
+            "DicomWeb",
+            json!({"Enable": true, "Root": "/dicom-web/", "Servers": {"remote": {
+                "Url": format!("{}/dicom-web/", gateway.url),
+                "HttpHeaders": {"Authorization": format!("Bearer {token}")}
+            }}}),
+        )
+        .start();
+    let port = testkit::free_port();
+    let proxied = OrthancBuilder::new()
+        .port(port)
+        .set("HttpTimeout", json!(600))
+        .set("ConcurrentJobs", json!(4))
+        .set(
+            "DicomWeb",
+            json!({"Enable": true, "Root": "/dicom-web/", "Servers": {"remote": {
+                "Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/remote/")
+            }}}),
+        )
+        .oauth(json!({"Servers": {"remote": {
+            "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
+            "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write"
+        }}}))
+        .start();
+
+    eprintln!(
+        "direct A: {}, proxied A: {}, B: {}, gateway: {}",
+        direct.url(""),
+        proxied.url(""),
+        b.url(""),
+        gateway.url
+    );
+    eprintln!(
+        "creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…"
+    );
+    let make = |a: &Orthanc| -> Vec<Study> {
+        (0..4)
+            .map(|i| create_study(a, &format!("BENCH-{i}"), instances, INSTANCE_MB << 20))
+            .collect()
+    };
+    let direct_studies = make(&direct);
+    let proxied_studies = make(&proxied);
+
+    println!("| senders | path | throughput MB/s | Orthanc A CPU s | Orthanc A peak RSS MB |");
+    println!("|---|---|---|---|---|");
+    let mut summary = Vec::new();
+    for parallel in [1usize, 4] {
+        let mut results: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        for rep in 0..repetitions {
+            // Alternate which path goes first, so drift on a noisy machine hits both.
+            let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+            for which in order {
+                let (a, studies) = if which == 0 {
+                    (&direct, &direct_studies)
+                } else {
+                    (&proxied, &proxied_studies)
+                };
+                results[which].push(send(a, "remote", &studies[..parallel], ticks));
+                clear_remote(&b);
+            }
+        }
+        let mb = (study_mb * parallel) as f64;
+        let mut medians = Vec::new();
+        for (which, name) in [(0, "direct (static header)"), (1, "proxy (plugin)")] {
+            let r = &results[which];
+            let throughput = median(r.iter().map(|s| mb / s.seconds).collect());
+            let cpu = median(r.iter().map(|s| s.cpu_seconds).collect());
+            let rss = median(r.iter().map(|s| s.peak_rss_mb).collect());
+            println!("| {parallel} | {name} | {throughput:.1} | {cpu:.2} | {rss:.0} |");
+            medians.push((throughput, cpu, rss));
+        }
+        summary.push((
+            parallel,
+            medians[1].0 / medians[0].0,
+            medians[1].1 / medians[0].1,
+            medians[1].2 / medians[0].2,
+        ));
+    }
+    println!("\n| senders | throughput proxy/direct (target ≥ 0.9) | CPU proxy/direct (≤ 1.5) | peak RSS proxy/direct (≤ 1.15) |");
+    println!("|---|---|---|---|");
+    for (parallel, t, c, r) in summary {
+        println!("| {parallel} | {t:.2} | {c:.2} | {r:.2} |");
+    }
+    println!("\n(medians of {repetitions} interleaved runs; studies of {study_mb} MB; token requests at the provider: {})", idp.token_requests());
+}
