@@ -4,11 +4,15 @@
 //! FFI layer that feeds Orthanc's configuration and HTTP requests into these
 //! modules and hands their answers back.
 
+pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod error;
 pub mod http_client;
+pub mod logging;
+pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod resilience;
 pub mod secret;
 pub mod token;

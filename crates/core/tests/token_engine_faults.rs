@@ -108,8 +108,8 @@ fn closed_port() -> u16 {
     listener.local_addr().expect("listener address").port()
 }
 
-fn stat(counter: &std::sync::atomic::AtomicU64) -> u64 {
-    counter.load(Ordering::Relaxed)
+fn stat(counter: &prometheus_client::metrics::counter::Counter) -> u64 {
+    counter.get()
 }
 
 /// A temporary directory removed on drop (the core has no tempfile dev-dependency).

@@ -529,13 +529,25 @@ fn send_response(output: *mut OrthancPluginRestOutput, response: &crate::http::R
                 let _ = invoke(SERVICE_SET_HTTP_HEADER, ptr::from_ref(&params).cast());
             }
         }
-        let params = SendHttpStatusParams {
+        let mut params = SendHttpStatusParams {
             output,
             status: response.status,
             body: response.body.as_ptr().cast(),
             body_size: size,
         };
-        let _ = invoke(SERVICE_SEND_HTTP_STATUS, ptr::from_ref(&params).cast());
+        if invoke(SERVICE_SEND_HTTP_STATUS, ptr::from_ref(&params).cast()).is_err() {
+            // Orthanc refuses statuses its enumeration lacks (1.10 has no 429):
+            // nothing was sent yet, so answer with the nearest one it knows.
+            params.status = crate::http::fallback_status(response.status);
+            log(
+                LogSeverity::Warning,
+                &format!(
+                    "Orthanc cannot send HTTP {}; answered {} instead",
+                    response.status, params.status
+                ),
+            );
+            let _ = invoke(SERVICE_SEND_HTTP_STATUS, ptr::from_ref(&params).cast());
+        }
     }
 }
 

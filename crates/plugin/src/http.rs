@@ -1,6 +1,7 @@
 //! Plain-Rust views of Orthanc's HTTP requests and answers, so that routes
 //! never see a raw pointer.
 
+pub use dicomweb_oauth_core::proxy::forward::Bytes;
 use serde_json::Value;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +39,13 @@ pub struct Request {
 }
 
 impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn query_value(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -52,7 +60,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: String,
     pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
+    /// Shared, not copied: a proxied answer is held once.
+    pub body: Bytes,
 }
 
 impl Response {
@@ -61,7 +70,7 @@ impl Response {
             status,
             content_type: "application/json".into(),
             headers: Vec::new(),
-            body: serde_json::to_vec_pretty(value).unwrap_or_default(),
+            body: Bytes::from(serde_json::to_vec_pretty(value).unwrap_or_default()),
         }
     }
 
@@ -77,4 +86,14 @@ pub trait Upload: Send {
     fn add_chunk(&mut self, data: &[u8]) -> Result<(), Response>;
     /// The body is complete: produce the answer.
     fn finish(self: Box<Self>) -> Response;
+}
+
+/// The status to send when Orthanc refuses `status`: 429 (too many requests)
+/// becomes 503 (its `Retry-After` header is kept), others their class's base.
+pub fn fallback_status(status: u16) -> u16 {
+    match status {
+        429 => 503,
+        400..=499 => 400,
+        _ => 500,
+    }
 }

@@ -3,6 +3,7 @@
 
 use crate::{ffi, logging, routes};
 use dicomweb_oauth_core::config::{self, Config};
+use dicomweb_oauth_core::rate_limit::RateLimiter;
 use dicomweb_oauth_core::token::Engine;
 use dicomweb_oauth_core::{PLUGIN_NAME, PLUGIN_VERSION};
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,10 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct State {
     pub config: Config,
     pub engine: Engine,
+    /// `RateLimitRequests` on the management API, per client.
+    pub api_limiter: Option<RateLimiter>,
+    /// `ProxyRateLimitRequests` on the proxy route, per client.
+    pub proxy_limiter: Option<RateLimiter>,
     /// The async runtime of all outbound I/O; Orthanc's threads enter it in one place.
     pub runtime: tokio::runtime::Runtime,
 }
@@ -100,11 +105,15 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
             return Ok(());
         }
         Err(e) => {
-            tracing::error!("invalid configuration, Orthanc will stop: {e}");
+            tracing::error!(
+                event = "config_error",
+                code = e.code.as_str(),
+                "invalid configuration, Orthanc will stop: {e}"
+            );
             return Err(());
         }
     };
-    logging::set_level(config.log_level);
+    logging::configure(&config);
     if let Some(from) = &config.migration.from_version {
         tracing::info!(
             "configuration version {from} migrated to 2.0: {}",
@@ -147,6 +156,8 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
         names.join(", ")
     );
     *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(State {
+        api_limiter: RateLimiter::new(config.rate_limit_requests, config.rate_limit_window),
+        proxy_limiter: RateLimiter::new(config.proxy_rate_limit_requests, config.rate_limit_window),
         config,
         engine,
         runtime,
@@ -195,6 +206,7 @@ pub fn finalize() {
     drop(engine);
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     tracing::info!("{PLUGIN_NAME} stopped: refreshers ended, runtime shut down");
+    logging::close();
 }
 
 /// Whether `version` (as Orthanc reports it) is at least [`MINIMAL_ORTHANC`].

@@ -2,16 +2,26 @@
 //! management API. Orthanc's HTTP threads are synchronous; they enter the
 //! plugin's async runtime here, and only here: each callback hops to a
 //! runtime blocking thread (`State::on_worker`) and waits there (`block_on`).
+//!
+//! Every request gets a correlation id (the caller's `X-Request-ID` or
+//! `X-Correlation-ID`, else a new one), carried by a `tracing` span into its
+//! log lines and forwarded upstream as `X-Request-ID`.
 
-use crate::http::{Method, Request, Response, Upload};
+use crate::http::{Bytes, Method, Request, Response, Upload};
 use crate::plugin::{state, State};
+use dicomweb_oauth_core::api::{self, ApiAnswer};
 use dicomweb_oauth_core::error::error_body;
-use dicomweb_oauth_core::proxy::forward::{Bytes, Method as UpstreamMethod};
-use dicomweb_oauth_core::proxy::{self, BodySender, ForwardRequest, StreamedRequest};
-use dicomweb_oauth_core::token::TokenOrigin;
-use dicomweb_oauth_core::{ErrorCode, PLUGIN_VERSION};
+use dicomweb_oauth_core::proxy::forward::Method as UpstreamMethod;
+use dicomweb_oauth_core::proxy::{
+    self, BodySender, ForwardRequest, ProxyResponse, StreamedRequest,
+};
+use dicomweb_oauth_core::ErrorCode;
 use serde_json::{json, Value};
+use std::cell::Cell;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument;
 
 /// The proxy route: server name, then the DICOMweb path below it.
 pub const PROXY_ROUTE: &str = "/oauth-dicom-web/servers/([^/]+)/(.*)";
@@ -21,8 +31,22 @@ pub const API_ROUTES: &[&str] = &[
     "/dicomweb-oauth/servers",
     "/dicomweb-oauth/servers/([^/]+)/test",
     "/dicomweb-oauth/servers/([^/]+)/token",
+    "/dicomweb-oauth/metrics",
+    "/dicomweb-oauth/ui",
 ];
 const PROXY_PREFIX: &str = "/oauth-dicom-web/";
+/// Metrics label of the proxy route (one label for every server and path).
+const PROXY_ENDPOINT: &str = "/oauth-dicom-web/servers/{name}";
+
+/// The status page: one self-contained HTML file (no CDN), built into the library.
+const STATUS_PAGE: &str = include_str!("ui.html");
+
+thread_local! {
+    /// The client address of the request this Orthanc thread is serving, as
+    /// Orthanc's incoming-request filter saw it just before the callback (REST
+    /// callbacks are not told the address themselves).
+    static CLIENT_IP: Cell<Option<IpAddr>> = const { Cell::new(None) };
+}
 
 /// A JSON error answer (SPEC 3.2 body).
 pub fn error_response(code: ErrorCode, message: &str) -> Response {
@@ -33,33 +57,82 @@ fn error_with_status(code: ErrorCode, status: u16, message: &str) -> Response {
     Response::json(status, &error_body(code, message, Value::Null, status))
 }
 
-fn not_found(message: &str) -> Response {
+fn plain_error(status: u16, error: &str, message: &str) -> Response {
     Response::json(
-        404,
-        &json!({"error": "not_found", "message": message, "http_status": 404}),
+        status,
+        &json!({"error": error, "message": message, "http_status": status}),
     )
 }
 
-fn bad_request(message: &str) -> Response {
-    Response::json(
-        400,
-        &json!({"error": "bad_request", "message": message, "http_status": 400}),
-    )
+fn not_found(message: &str) -> Response {
+    plain_error(404, "not_found", message)
 }
 
 fn method_not_allowed(allowed: &str) -> Response {
-    Response::json(
-        405,
-        &json!({"error": "method_not_allowed", "message": format!("use {allowed}"), "http_status": 405}),
-    )
-    .with_header("Allow", allowed)
+    plain_error(405, "method_not_allowed", &format!("use {allowed}")).with_header("Allow", allowed)
 }
 
 fn unavailable() -> Response {
-    Response::json(
+    plain_error(
         503,
-        &json!({"error": "not_configured", "message": "the plugin has no DicomWebOAuth section and is idle", "http_status": 503}),
+        "not_configured",
+        "the plugin has no DicomWebOAuth section and is idle",
     )
+}
+
+fn from_api(answer: ApiAnswer) -> Response {
+    Response::json(answer.status, &answer.body)
+}
+
+/// The caller's correlation id if it is a sane token, else a new one.
+fn correlation_id(request: &Request) -> String {
+    let given = request
+        .header("x-request-id")
+        .or_else(|| request.header("x-correlation-id"))
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        });
+    match given {
+        Some(id) => id.to_owned(),
+        None => {
+            let bytes: [u8; 16] = rand::random();
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+    }
+}
+
+/// Applies the rate limit of the route; `Err` is the 429 answer.
+fn rate_limited(state: &State, proxy_route: bool) -> Result<(), Response> {
+    let limiter = if proxy_route {
+        &state.proxy_limiter
+    } else {
+        &state.api_limiter
+    };
+    let (Some(limiter), Some(client)) = (limiter, CLIENT_IP.get()) else {
+        return Ok(());
+    };
+    limiter.check(client).map_err(|retry_after| {
+        let seconds = retry_after.as_secs_f64().ceil() as u64;
+        tracing::warn!(event = "rate_limit_exceeded", client = %client, retry_after_s = seconds, "rate limit exceeded");
+        plain_error(429, "rate_limit_exceeded", "too many requests; retry later")
+            .with_header("Retry-After", &seconds.to_string())
+    })
+}
+
+/// Metrics label of an API path.
+fn api_endpoint(path: &str) -> &'static str {
+    match path {
+        "/dicomweb-oauth/status" => "/dicomweb-oauth/status",
+        "/dicomweb-oauth/servers" => "/dicomweb-oauth/servers",
+        "/dicomweb-oauth/metrics" => "/dicomweb-oauth/metrics",
+        "/dicomweb-oauth/ui" => "/dicomweb-oauth/ui",
+        p if p.ends_with("/test") => "/dicomweb-oauth/servers/{name}/test",
+        p if p.ends_with("/token") => "/dicomweb-oauth/servers/{name}/token",
+        _ => "other",
+    }
 }
 
 /// Whole-body requests: proxy GET/DELETE and the management API.
@@ -67,19 +140,43 @@ pub fn handle(request: &Request) -> Response {
     let Some(state) = state() else {
         return unavailable();
     };
+    let proxy_route = request.url.starts_with(PROXY_PREFIX);
+    if let Err(refused) = rate_limited(&state, proxy_route) {
+        return refused;
+    }
     let request = request.clone();
     state.on_worker(move |state| {
-        if request.url.starts_with(PROXY_PREFIX) {
-            proxy_buffered(state, &request)
+        let started = Instant::now();
+        let id = correlation_id(&request);
+        let server = request.groups.first().cloned().unwrap_or_default();
+        let operation = if proxy_route { "proxy" } else { "api" };
+        let span =
+            tracing::info_span!("request", correlation_id = %id, operation, server = %server);
+        let _entered = span.enter();
+        let endpoint = if proxy_route {
+            PROXY_ENDPOINT
         } else {
-            api(state, &request)
-        }
+            api_endpoint(request.url.trim_end_matches('/'))
+        };
+        let response = if proxy_route {
+            proxy_buffered(state, &request, &id, &span)
+        } else {
+            api_route(state, &request)
+        };
+        state.engine.metrics().observe_http(
+            request.method.as_str(),
+            endpoint,
+            response.status,
+            started.elapsed().as_secs_f64(),
+        );
+        response
     })
 }
 
 /// Streamed requests (POST/PUT on the proxy route).
 pub fn start_upload(request: &Request) -> Result<Box<dyn Upload>, Response> {
     let state = state().ok_or_else(unavailable)?;
+    rate_limited(&state, true)?;
     let request = request.clone();
     state.on_worker(move |state| start_upload_on_worker(state, &request))
 }
@@ -88,8 +185,11 @@ fn start_upload_on_worker(
     state: &Arc<State>,
     request: &Request,
 ) -> Result<Box<dyn Upload>, Response> {
-    let state = Arc::clone(state);
-    let (server, forward) = proxy_target(&state, request)?;
+    let started = Instant::now();
+    let id = correlation_id(request);
+    let (server, forward) = proxy_target(state, request, &id)?;
+    let span =
+        tracing::info_span!("request", correlation_id = %id, operation = "proxy", server = %server);
     let manager = Arc::clone(
         state
             .engine
@@ -102,25 +202,35 @@ fn start_upload_on_worker(
         .cloned()
         .ok_or_else(|| not_found("unknown server"))?;
     // The token first: if it cannot be had, nothing is sent upstream at all.
-    let token = {
-        let manager = Arc::clone(&manager);
-        state.runtime.block_on(manager.token())
-    }
-    .map(|(token, _)| token)
-    .map_err(|e| to_response(proxy::ProxyResponse::token_error(&e)))?;
+    let token = state
+        .runtime
+        .block_on(manager.token().instrument(span.clone()))
+        .map(|(token, _)| token)
+        .map_err(|e| {
+            let _entered = span.enter();
+            tracing::warn!(code = e.code().as_str(), "no token, request not sent: {e}");
+            to_response(ProxyResponse::token_error(&e))
+        })?;
     let (sender, stream) = proxy::body_pipe();
-    let in_flight = StreamedRequest::start(
-        state.runtime.handle(),
-        http,
-        manager,
-        forward,
-        token,
-        stream,
-    );
+    let in_flight = {
+        let _entered = span.enter();
+        StreamedRequest::start(
+            state.runtime.handle(),
+            http,
+            manager,
+            forward,
+            token,
+            stream,
+        )
+    };
     Ok(Box::new(ProxyUpload {
-        state,
+        state: Arc::clone(state),
         sender,
         in_flight,
+        server,
+        method: request.method,
+        span,
+        started,
     }))
 }
 
@@ -128,6 +238,10 @@ struct ProxyUpload {
     state: Arc<State>,
     sender: BodySender,
     in_flight: StreamedRequest,
+    server: String,
+    method: Method,
+    span: tracing::Span,
+    started: Instant,
 }
 
 impl Upload for ProxyUpload {
@@ -141,21 +255,59 @@ impl Upload for ProxyUpload {
             state,
             sender,
             in_flight,
+            server,
+            method,
+            span,
+            started,
         } = *self;
         let sent = sender.finish();
-        let answer = state.on_worker(move |state| state.runtime.block_on(in_flight.finish()));
-        tracing::debug!(
-            method = "POST/PUT",
-            bytes_sent = sent,
-            status = answer.status,
-            "proxied (streamed)"
-        );
+        let finish_span = span.clone();
+        let answer = state.on_worker(move |state| {
+            state
+                .runtime
+                .block_on(in_flight.finish().instrument(finish_span))
+        });
+        let _entered = span.enter();
+        record_proxied(&state, &server, method, &answer, sent, started);
         to_response(answer)
     }
 }
 
+fn record_proxied(
+    state: &State,
+    server: &str,
+    method: Method,
+    answer: &ProxyResponse,
+    sent: u64,
+    started: Instant,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        method = method.as_str(),
+        status = answer.status,
+        bytes_sent = sent,
+        bytes_received = answer.upstream_bytes,
+        duration_ms = (seconds * 1000.0) as u64,
+        "proxied"
+    );
+    let metrics = state.engine.metrics();
+    metrics.observe_proxy(
+        server,
+        method.as_str(),
+        answer.status,
+        sent,
+        answer.upstream_bytes,
+        seconds,
+    );
+    metrics.observe_http(method.as_str(), PROXY_ENDPOINT, answer.status, seconds);
+}
+
 /// Which server and which upstream request a proxy URL means.
-fn proxy_target(state: &State, request: &Request) -> Result<(String, ForwardRequest), Response> {
+fn proxy_target(
+    state: &State,
+    request: &Request,
+    correlation_id: &str,
+) -> Result<(String, ForwardRequest), Response> {
     let (Some(server), Some(rest)) = (request.groups.first(), request.groups.get(1)) else {
         return Err(not_found("no such route"));
     };
@@ -164,16 +316,18 @@ fn proxy_target(state: &State, request: &Request) -> Result<(String, ForwardRequ
         .server(server)
         .ok_or_else(|| not_found(&format!("unknown DICOMweb OAuth server '{server}'")))?;
     let url = proxy::upstream_url(&config.url, rest, &request.query)
-        .map_err(|e| bad_request(e.message()))?;
+        .map_err(|e| plain_error(400, "bad_request", e.message()))?;
     let method = match request.method {
         Method::Get => UpstreamMethod::GET,
         Method::Post => UpstreamMethod::POST,
         Method::Put => UpstreamMethod::PUT,
         Method::Delete => UpstreamMethod::DELETE,
     };
-    let headers = proxy::headers::forwardable(&request.headers)
+    let mut headers: Vec<(String, String)> = proxy::headers::forwardable(&request.headers)
+        .filter(|(k, _)| !k.eq_ignore_ascii_case("x-request-id"))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+    headers.push(("X-Request-ID".into(), correlation_id.to_owned()));
     Ok((
         server.clone(),
         ForwardRequest {
@@ -184,8 +338,14 @@ fn proxy_target(state: &State, request: &Request) -> Result<(String, ForwardRequ
     ))
 }
 
-fn proxy_buffered(state: &State, request: &Request) -> Response {
-    let (server, forward) = match proxy_target(state, request) {
+fn proxy_buffered(
+    state: &State,
+    request: &Request,
+    correlation_id: &str,
+    span: &tracing::Span,
+) -> Response {
+    let started = Instant::now();
+    let (server, forward) = match proxy_target(state, request, correlation_id) {
         Ok(t) => t,
         Err(response) => return response,
     };
@@ -195,19 +355,16 @@ fn proxy_buffered(state: &State, request: &Request) -> Response {
     ) else {
         return not_found("unknown server");
     };
-    let body = (!request.body.is_empty()).then(|| bytes_of(&request.body));
+    let sent = request.body.len() as u64;
+    let body = (!request.body.is_empty()).then(|| Bytes::copy_from_slice(&request.body));
     let answer = state
         .runtime
-        .block_on(proxy::forward_buffered(http, manager, &forward, body));
-    tracing::debug!(server = %server, method = request.method.as_str(), status = answer.status, "proxied");
+        .block_on(proxy::forward_buffered(http, manager, &forward, body).instrument(span.clone()));
+    record_proxied(state, &server, request.method, &answer, sent, started);
     to_response(answer)
 }
 
-fn bytes_of(body: &[u8]) -> Bytes {
-    Bytes::copy_from_slice(body)
-}
-
-fn to_response(answer: proxy::ProxyResponse) -> Response {
+fn to_response(answer: ProxyResponse) -> Response {
     if answer.status == 301 {
         // Orthanc cannot pass a 301 through a plugin, and following it would
         // send the caller to the remote without credentials.
@@ -221,155 +378,81 @@ fn to_response(answer: proxy::ProxyResponse) -> Response {
         status: answer.status,
         content_type: answer.content_type.unwrap_or_default(),
         headers: answer.headers,
-        body: answer.body.to_vec(),
+        body: answer.body,
     }
 }
 
-/// Orthanc's incoming HTTP filter: the proxy route only for allowed clients.
+/// Orthanc's incoming HTTP filter: notes the client address for the rate
+/// limit, and admits to the proxy route only `ProxyAllowedClients`.
 pub fn allow(_method: Method, uri: &str, ip: &str) -> bool {
+    CLIENT_IP.set(ip.trim().parse().ok());
     if !uri.starts_with(PROXY_PREFIX) {
         return true;
     }
     match state() {
-        Some(state) => state.config.proxy_allowed(ip),
+        Some(state) => {
+            let allowed = state.config.proxy_allowed(ip);
+            if !allowed {
+                tracing::warn!(
+                    event = "auth_failure",
+                    client = ip,
+                    "proxy route refused: client not in ProxyAllowedClients"
+                );
+            }
+            allowed
+        }
         None => true,
     }
 }
 
-// ---------------------------------------------------------------------------
-// Management API (SPEC 3.3)
-// ---------------------------------------------------------------------------
-
-fn envelope(data: Value) -> Value {
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    json!({
-        "plugin_version": PLUGIN_VERSION,
-        "api_version": "2.0",
-        "timestamp": timestamp,
-        "data": data,
-    })
-}
-
-fn api(state: &State, request: &Request) -> Response {
+/// The management API (SPEC 3.3).
+fn api_route(state: &State, request: &Request) -> Response {
     let path = request.url.trim_end_matches('/');
-    match (request.method, path) {
-        (Method::Get, "/dicomweb-oauth/status") => Response::json(200, &envelope(status(state))),
-        (_, "/dicomweb-oauth/status") => method_not_allowed("GET"),
-        (Method::Get, "/dicomweb-oauth/servers") => Response::json(200, &envelope(servers(state))),
-        (_, "/dicomweb-oauth/servers") => method_not_allowed("GET"),
+    let get = request.method == Method::Get;
+    match path {
+        "/dicomweb-oauth/status" if get => from_api(api::status(&state.config, &state.engine)),
+        "/dicomweb-oauth/servers" if get => from_api(api::servers(&state.config, &state.engine)),
+        "/dicomweb-oauth/metrics" if get => Response {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8".into(),
+            headers: Vec::new(),
+            body: Bytes::from(state.engine.encode_metrics()),
+        },
+        "/dicomweb-oauth/ui" if get => Response {
+            status: 200,
+            content_type: "text/html; charset=utf-8".into(),
+            headers: vec![
+                ("Cache-Control".into(), "no-store".into()),
+                (
+                    "Content-Security-Policy".into(),
+                    "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; img-src 'self' data:".into(),
+                ),
+            ],
+            body: Bytes::from_static(STATUS_PAGE.as_bytes()),
+        },
+        "/dicomweb-oauth/status" | "/dicomweb-oauth/servers" | "/dicomweb-oauth/metrics" | "/dicomweb-oauth/ui" => {
+            method_not_allowed("GET")
+        }
         _ => {
             let Some(server) = request.groups.first() else {
                 return not_found("no such route");
-            };
-            let Some(manager) = state.engine.manager(server) else {
-                return not_found(&format!("unknown DICOMweb OAuth server '{server}'"));
             };
             if path.ends_with("/test") {
                 if request.method != Method::Post {
                     return method_not_allowed("POST");
                 }
-                if request.query_value("force") == Some("true") {
-                    manager.invalidate();
-                }
-                let started = std::time::Instant::now();
-                let task_manager = Arc::clone(manager);
-                match state.runtime.block_on(task_manager.token()) {
-                    Ok((token, origin)) => Response::json(
-                        200,
-                        &envelope(json!({
-                            "server": server,
-                            "success": true,
-                            "source": match origin { TokenOrigin::Cache => "cache", TokenOrigin::Provider => "provider" },
-                            "expires_in": token.expires_in().as_secs(),
-                            "duration_ms": started.elapsed().as_millis() as u64,
-                        })),
-                    ),
-                    Err(e) => {
-                        let status = e.code().http_status();
-                        Response::json(
-                            status,
-                            &error_body(
-                                e.code(),
-                                &e.to_string(),
-                                json!({"server": server}),
-                                status,
-                            ),
-                        )
-                    }
-                }
+                // Orthanc passes query arguments to plugins for GET only, so
+                // `?force=true` is read when Orthanc gives it, and `{"force": true}`
+                // in the body always works.
+                let force = request.query_value("force") == Some("true")
+                    || serde_json::from_slice::<Value>(&request.body)
+                        .is_ok_and(|b| b["force"] == json!(true));
+                from_api(state.runtime.block_on(api::test_server(&state.engine, server, force)))
             } else if request.method == Method::Delete {
-                manager.invalidate();
-                Response::json(
-                    200,
-                    &envelope(json!({"server": server, "token_cached": false})),
-                )
+                from_api(api::drop_token(&state.engine, server))
             } else {
                 method_not_allowed("DELETE")
             }
         }
     }
-}
-
-fn server_json(state: &State, name: &str) -> Value {
-    let config = state
-        .config
-        .server(name)
-        .expect("managers mirror the configuration");
-    let manager = state
-        .engine
-        .manager(name)
-        .expect("every server has a manager");
-    let token = manager.peek().filter(|t| t.expires_in().as_secs() > 0);
-    json!({
-        "name": name,
-        "url": redacted_url(&config.url),
-        "token_endpoint": config.token_endpoint.as_ref().map(redacted_url),
-        "issuer": config.issuer.as_ref().map(redacted_url),
-        "provider_type": config.provider.as_str(),
-        "has_cached_token": token.is_some(),
-        "token_expires_at": token.as_ref().map(|t| t.expires_at_unix),
-        "token_expires_in": token.as_ref().map(|t| t.expires_in().as_secs()),
-        "circuit_breaker_state": manager.circuit_state().as_str(),
-        "last_error": manager.last_error().map(|e| json!({"error_code": e.code().as_str(), "message": e.to_string()})),
-    })
-}
-
-/// URLs from the configuration without any user:password part.
-fn redacted_url(url: &url::Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.to_string()
-}
-
-fn servers(state: &State) -> Value {
-    let list: Vec<Value> = state
-        .config
-        .servers
-        .iter()
-        .map(|s| server_json(state, &s.name))
-        .collect();
-    json!({"servers": list, "count": list.len()})
-}
-
-fn status(state: &State) -> Value {
-    let servers: Vec<Value> = state
-        .config
-        .servers
-        .iter()
-        .map(|s| server_json(state, &s.name))
-        .collect();
-    let healthy = state
-        .engine
-        .managers()
-        .iter()
-        .all(|m| m.last_error().is_none());
-    json!({
-        "status": if healthy { "healthy" } else { "degraded" },
-        "servers_configured": servers.len(),
-        "servers": servers,
-    })
 }

@@ -55,14 +55,16 @@ fn without_a_section_the_plugin_loads_idle_with_a_warning() {
     assert_eq!(orthanc.get("/plugins/dicomweb-oauth").status, 200);
     let (status, log) = orthanc.stop();
     assert!(status.success());
-    let warning = log
-        .lines()
-        .find(|l| l.contains("no \"DicomWebOAuth\" section"))
+    let warning = testkit::plugin_log_lines(&log)
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .contains("no \"DicomWebOAuth\" section")
+        })
         .unwrap_or_else(|| panic!("no idle warning in:\n{log}"));
-    assert!(
-        warning.starts_with('W'),
-        "not logged as a warning: {warning}"
-    );
+    assert_eq!(warning["level"], "WARNING", "{warning}");
 }
 
 #[test]
@@ -74,13 +76,23 @@ fn version_1_configuration_is_migrated_at_start_up() {
         .env("TEST_CLIENT_SECRET", "x")
         .start();
     let (_, log) = orthanc.stop();
+    let line = testkit::plugin_log_lines(&log)
+        .into_iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .unwrap()
+                .contains("configuration version 1.0 migrated to 2.0")
+        })
+        .unwrap_or_else(|| panic!("{log}"));
+    let message = line["message"].as_str().unwrap();
     assert!(
-        log.contains("configuration version 1.0 migrated to 2.0"),
-        "{log}"
+        message.contains("Servers.pacs.ProviderType = \"auto\""),
+        "{message}"
     );
     assert!(
-        log.contains("Servers.pacs.ProviderType = \"auto\""),
-        "{log}"
+        message.contains("Servers.pacs.TokenRefreshBufferSeconds = 300"),
+        "{message}"
     );
 }
 

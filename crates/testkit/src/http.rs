@@ -6,10 +6,19 @@ use std::time::Duration;
 pub struct Reply {
     pub status: u16,
     pub content_type: Option<String>,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -52,6 +61,11 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
         let body = response
             .body_mut()
             .with_config()
@@ -61,6 +75,7 @@ impl HttpClient {
         Ok(Reply {
             status,
             content_type,
+            headers,
             body,
         })
     }

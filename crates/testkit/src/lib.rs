@@ -72,3 +72,17 @@ pub fn assert_no_secrets(place: &str, text: &str, secrets: &[&str]) {
         assert!(!text.contains(secret), "a secret leaked into {place}");
     }
 }
+
+/// The plugin's structured log lines in an Orthanc log: the JSON object after
+/// Orthanc's own prefix (`I1204 21:00:00.000000 PluginsManager.cpp:161] (plugins) {…}`).
+/// Panics on a line that starts like one of ours but is not valid JSON.
+pub fn plugin_log_lines(log: &str) -> Vec<serde_json::Value> {
+    log.lines()
+        .filter_map(|line| {
+            let start = line.find("{\"timestamp\"")?;
+            let value: serde_json::Value = serde_json::from_str(&line[start..])
+                .unwrap_or_else(|e| panic!("a plugin log line is not valid JSON ({e}): {line}"));
+            Some(value)
+        })
+        .collect()
+}

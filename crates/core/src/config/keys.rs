@@ -188,6 +188,24 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         Default::Str("INFO"),
         "Plugin log level.",
     ),
+    added(key(
+        "LogFileMaxBytes",
+        Kind::Integer { min: 4096, max: 1 << 40 },
+        Default::Integer(10 << 20),
+        "Size at which LogFile is rotated (LogFile → LogFile.1 → …).",
+    )),
+    added(key(
+        "LogFileBackups",
+        Kind::Integer { min: 0, max: 100 },
+        Default::Integer(5),
+        "Rotated log files kept.",
+    )),
+    added(key(
+        "ProxyRateLimitRequests",
+        Kind::Integer { min: 0, max: 1_000_000 },
+        Default::Integer(0),
+        "Requests per client per RateLimitWindowSeconds on the proxy route; 0 (default) disables it, since the DICOMweb plugin is its only caller.",
+    )),
     key(
         "LogFile",
         Kind::Str,

@@ -231,7 +231,10 @@ pub struct OrthancSettings {
 pub struct Config {
     pub log_level: LogLevel,
     pub log_file: Option<PathBuf>,
+    pub log_file_max_bytes: u64,
+    pub log_file_backups: u32,
     pub rate_limit_requests: u32,
+    pub proxy_rate_limit_requests: u32,
     pub rate_limit_window: Duration,
     /// Who may call the proxy route (`ProxyAllowedClients`).
     pub proxy_allowed_clients: Vec<ClientRange>,
@@ -444,7 +447,10 @@ fn parse_section(
         proxy_allowed_clients,
         log_level,
         log_file: r.opt_nonempty("LogFile")?.map(PathBuf::from),
+        log_file_max_bytes: r.integer("LogFileMaxBytes")? as u64,
+        log_file_backups: r.integer("LogFileBackups")? as u32,
         rate_limit_requests: r.integer("RateLimitRequests")? as u32,
+        proxy_rate_limit_requests: r.integer("ProxyRateLimitRequests")? as u32,
         rate_limit_window: Duration::from_secs(r.integer("RateLimitWindowSeconds")? as u64),
         cache,
         servers,

@@ -5,10 +5,12 @@ use super::jwt::{unverified_expiry, JwtValidator};
 use crate::config::Resilience;
 use crate::credentials::{FetchError, TokenSource};
 use crate::error::{Error, ErrorCode};
+use crate::metrics::{ErrorLabels, Metrics, ServerStatusLabels};
 use crate::resilience::{backoff_delay, CircuitBreaker, CircuitState};
 use crate::secret::Secret;
 use futures::future::{BoxFuture, FutureExt, Shared};
-use std::sync::atomic::{AtomicU64, Ordering};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,17 +70,47 @@ pub enum TokenOrigin {
     Provider,
 }
 
-/// Counters read by the metrics and status endpoints.
-#[derive(Debug, Default)]
+/// This server's metric handles (shared with the Prometheus registry), so
+/// the hot path increments an atomic without a label lookup.
+#[derive(Debug)]
 pub struct TokenStats {
-    pub cache_hits: AtomicU64,
-    pub cache_misses: AtomicU64,
-    pub acquisitions_ok: AtomicU64,
-    pub acquisitions_failed: AtomicU64,
-    pub retries: AtomicU64,
-    pub circuit_rejections: AtomicU64,
-    /// Sum and count of acquisition durations, in microseconds.
-    pub acquisition_micros_total: AtomicU64,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub acquisitions_ok: Counter,
+    pub acquisitions_failed: Counter,
+    pub retries: Counter,
+    pub circuit_rejections: Counter,
+    acquisition_duration: Histogram,
+}
+
+impl TokenStats {
+    fn new(metrics: &Metrics, server: &str) -> Self {
+        let labels = Metrics::server(server);
+        let outcome = |status: &str| {
+            metrics
+                .token_acquisitions
+                .get_or_create(&ServerStatusLabels {
+                    server: server.to_owned(),
+                    status: status.to_owned(),
+                })
+                .clone()
+        };
+        TokenStats {
+            cache_hits: metrics.cache_hits.get_or_create(&labels).clone(),
+            cache_misses: metrics.cache_misses.get_or_create(&labels).clone(),
+            acquisitions_ok: outcome("success"),
+            acquisitions_failed: outcome("failure"),
+            retries: metrics.retry_attempts.get_or_create(&labels).clone(),
+            circuit_rejections: metrics
+                .circuit_breaker_rejections
+                .get_or_create(&labels)
+                .clone(),
+            acquisition_duration: metrics
+                .token_acquisition_duration
+                .get_or_create(&labels)
+                .clone(),
+        }
+    }
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<CachedToken>, Error>>>;
@@ -95,6 +127,7 @@ pub struct TokenManager {
     in_flight: Mutex<Option<SharedFetch>>,
     changed: tokio::sync::Notify,
     last_error: Mutex<Option<Error>>,
+    metrics: Arc<Metrics>,
     pub stats: TokenStats,
 }
 
@@ -106,12 +139,14 @@ impl TokenManager {
         resilience: Resilience,
         refresh_buffer: Duration,
         runtime: tokio::runtime::Handle,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let breaker = CircuitBreaker::new(
             resilience.circuit_breaker_enabled,
             resilience.circuit_breaker_failure_threshold,
             resilience.circuit_breaker_timeout,
         );
+        let stats = TokenStats::new(&metrics, &server);
         TokenManager {
             server,
             source,
@@ -124,7 +159,8 @@ impl TokenManager {
             in_flight: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
-            stats: TokenStats::default(),
+            stats,
+            metrics,
         }
     }
 
@@ -138,7 +174,7 @@ impl TokenManager {
         let guard = self.current.read().unwrap_or_else(|p| p.into_inner());
         match guard.as_ref() {
             Some(token) if token.is_usable(Instant::now()) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.cache_hits.inc();
                 Some(Arc::clone(token))
             }
             _ => None,
@@ -158,7 +194,7 @@ impl TokenManager {
         if let Some(token) = self.cached() {
             return Ok((token, TokenOrigin::Cache));
         }
-        self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.stats.cache_misses.inc();
         let fetch = match self.join_or_start_fetch() {
             Ok(token) => return Ok((token, TokenOrigin::Cache)),
             Err(fetch) => fetch,
@@ -166,10 +202,36 @@ impl TokenManager {
         fetch.await.map(|t| (t, TokenOrigin::Provider))
     }
 
+    /// Drops the cached token and fetches a new one (joining a fetch already in flight).
+    pub async fn force_refresh(self: &Arc<Self>) -> Result<Arc<CachedToken>, Error> {
+        self.invalidate();
+        let fetch = {
+            let mut slot = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(fetch) => fetch.clone(),
+                None => self.start_fetch(&mut slot),
+            }
+        };
+        fetch.await
+    }
+
     /// Drops the cached token (the remote answered 401), so the next caller fetches.
     pub fn invalidate(&self) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
         self.changed.notify_waiters();
+    }
+
+    /// Counts an error in `dicomweb_oauth_errors_total`.
+    fn count_error(&self, error: &Error) {
+        let code = error.code();
+        self.metrics
+            .errors
+            .get_or_create(&ErrorLabels {
+                server: self.server.clone(),
+                error_code: code.as_str().to_owned(),
+                category: code.category().to_string(),
+            })
+            .inc();
     }
 
     pub fn circuit_state(&self) -> CircuitState {
@@ -222,9 +284,7 @@ impl TokenManager {
     /// One acquisition: circuit breaker, attempts with backoff, validation, caching.
     async fn acquire(&self) -> Result<Arc<CachedToken>, Error> {
         if !self.breaker.try_acquire() {
-            self.stats
-                .circuit_rejections
-                .fetch_add(1, Ordering::Relaxed);
+            self.stats.circuit_rejections.inc();
             return Err(Error::coded(
                 ErrorCode::Auth003,
                 format!(
@@ -236,15 +296,17 @@ impl TokenManager {
         let started = Instant::now();
         let result = self.attempts().await;
         self.stats
-            .acquisition_micros_total
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .acquisition_duration
+            .observe(started.elapsed().as_secs_f64());
         match result {
             Ok(token) => {
                 self.breaker.on_success();
-                self.stats.acquisitions_ok.fetch_add(1, Ordering::Relaxed);
+                self.stats.acquisitions_ok.inc();
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 tracing::info!(
                     server = %self.server,
+                    event = "auth_success",
+                    operation = "token_acquisition",
                     expires_in_s = token.expires_in().as_secs(),
                     "token acquired"
                 );
@@ -256,10 +318,20 @@ impl TokenManager {
                 if self.breaker.on_failure() {
                     tracing::warn!(server = %self.server, "circuit breaker opened after repeated token failures");
                 }
-                self.stats
-                    .acquisitions_failed
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(server = %self.server, code = %error.code(), "token acquisition failed: {error}");
+                self.stats.acquisitions_failed.inc();
+                self.count_error(&error);
+                let event = match error.code() {
+                    ErrorCode::Tok004 => "token_validation_failure",
+                    ErrorCode::Net003 => "tls_error",
+                    _ => "auth_failure",
+                };
+                tracing::warn!(
+                    server = %self.server,
+                    event,
+                    code = %error.code(),
+                    operation = "token_acquisition",
+                    "token acquisition failed: {error}"
+                );
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
                 Err(error)
             }
@@ -306,7 +378,7 @@ impl TokenManager {
                         delay_ms = delay.as_millis() as u64,
                         "token request failed ({error}); retrying"
                     );
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    self.stats.retries.inc();
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }

@@ -12,6 +12,7 @@ use crate::credentials::discovery::Discovery;
 use crate::credentials::TokenSource;
 use crate::error::{Error, ErrorCode};
 use crate::http_client::{build_client, ClientSettings};
+use crate::metrics::Metrics;
 use jwt::JwtValidator;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex};
 /// Every server's token manager, and their background refreshers.
 pub struct Engine {
     managers: Vec<Arc<TokenManager>>,
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     refreshers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     clients: HashMap<String, reqwest::Client>,
@@ -28,6 +30,7 @@ impl Engine {
     /// Builds clients, discovery, credentials and validators for every server.
     /// Anything invalid (a key that does not parse, an unreadable CA bundle) fails here.
     pub fn new(config: &Config, runtime: tokio::runtime::Handle) -> Result<Engine, Error> {
+        let metrics = Arc::new(Metrics::new());
         let mut shared_clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
         let mut managers = Vec::new();
         let mut clients = HashMap::new();
@@ -42,14 +45,35 @@ impl Engine {
                 }
             };
             clients.insert(server.name.clone(), http.clone());
-            managers.push(Arc::new(build_manager(server, http, runtime.clone())?));
+            managers.push(Arc::new(build_manager(
+                server,
+                http,
+                runtime.clone(),
+                Arc::clone(&metrics),
+            )?));
         }
         Ok(Engine {
             managers,
+            metrics,
             runtime,
             refreshers: Mutex::new(Vec::new()),
             clients,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The Prometheus exposition, with the circuit breaker gauges read now.
+    pub fn encode_metrics(&self) -> String {
+        for manager in &self.managers {
+            self.metrics
+                .circuit_breaker_state
+                .get_or_create(&Metrics::server(manager.server()))
+                .set(manager.circuit_state().metric_value());
+        }
+        self.metrics.encode()
     }
 
     pub fn managers(&self) -> &[Arc<TokenManager>] {
@@ -105,6 +129,7 @@ fn build_manager(
     server: &ServerConfig,
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    metrics: Arc<Metrics>,
 ) -> Result<TokenManager, Error> {
     let discovery = server
         .issuer
@@ -149,5 +174,6 @@ fn build_manager(
         server.resilience.clone(),
         server.refresh_buffer,
         runtime,
+        metrics,
     ))
 }
