@@ -498,3 +498,108 @@ fn the_request_past_the_rate_limit_gets_429_and_an_event() {
         "no rate_limit_exceeded event"
     );
 }
+
+/// Checks `value` against an OpenAPI schema: types, required properties,
+/// enums, recursively (enough to keep docs/openapi.json honest).
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return conforms(doc, &doc["components"]["schemas"][name], value, at);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        return options
+            .iter()
+            .find(|o| conforms(doc, o, value, at).is_ok())
+            .map(|_| ())
+            .ok_or_else(|| format!("{at}: matches no oneOf option: {value}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => vec![],
+    };
+    let type_ok = types.is_empty()
+        || types.iter().any(|t| match *t {
+            "object" => value.is_object(),
+            "array" => value.is_array(),
+            "string" => value.is_string(),
+            "integer" => value.is_u64() || value.is_i64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "null" => value.is_null(),
+            _ => false,
+        });
+    if !type_ok {
+        return Err(format!("{at}: {value} is not {types:?}"));
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            return Err(format!("{at}: {value} not in {allowed:?}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        for key in schema["required"].as_array().into_iter().flatten() {
+            let key = key.as_str().unwrap();
+            if !object.contains_key(key) {
+                return Err(format!("{at}: required {key} missing"));
+            }
+        }
+        if let Some(properties) = schema["properties"].as_object() {
+            for (key, sub) in properties {
+                if let Some(v) = object.get(key) {
+                    conforms(doc, sub, v, &format!("{at}.{key}"))?;
+                }
+            }
+        }
+    }
+    if let (Some(items), Some(list)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in list.iter().enumerate() {
+            conforms(doc, items, v, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn answers_match_the_openapi_description() {
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(testkit::workspace_root().join("docs/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/dicomweb-oauth/status",
+        "/dicomweb-oauth/servers",
+        "/dicomweb-oauth/servers/{name}/test",
+        "/dicomweb-oauth/servers/{name}/token",
+        "/dicomweb-oauth/metrics",
+        "/dicomweb-oauth/ui",
+        "/oauth-dicom-web/servers/{name}/{path}",
+    ] {
+        assert!(paths.contains_key(route), "{route} is not documented");
+    }
+    let idp = idp();
+    let upstream = FaultServer::start(vec![Fault::json(200, json!([]))]);
+    let orthanc = orthanc(&idp, &upstream, json!({}));
+    let schema = |path: &str, method: &str, status: &str| {
+        let mut response = &paths[path][method]["responses"][status];
+        if let Some(reference) = response["$ref"].as_str() {
+            response = &doc["components"]["responses"][reference.trim_start_matches("#/components/responses/")];
+        }
+        response["content"]["application/json"]["schema"].clone()
+    };
+    let check = |reply: testkit::Reply, path: &str, method: &str| {
+        let status = reply.status.to_string();
+        let s = schema(path, method, &status);
+        assert!(!s.is_null(), "{method} {path} {status} is not documented");
+        conforms(&doc, &s, &reply.json(), &format!("{method} {path} {status}")).unwrap();
+    };
+    check(orthanc.get("/dicomweb-oauth/status"), "/dicomweb-oauth/status", "get");
+    check(orthanc.get("/dicomweb-oauth/servers"), "/dicomweb-oauth/servers", "get");
+    check(orthanc.post_json("/dicomweb-oauth/servers/good/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
+    check(orthanc.post_json("/dicomweb-oauth/servers/down/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
+    check(orthanc.post_json("/dicomweb-oauth/servers/nope/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
+    let status_after = orthanc.get("/dicomweb-oauth/status");
+    check(status_after, "/dicomweb-oauth/status", "get");
+    check(orthanc.http().delete(&orthanc.url("/dicomweb-oauth/servers/good/token")), "/dicomweb-oauth/servers/{name}/token", "delete");
+}
