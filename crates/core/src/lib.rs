@@ -13,8 +13,10 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
+pub mod registration;
 pub mod resilience;
 pub mod secret;
+pub mod shared_cache;
 pub mod token;
 
 pub use error::{Error, ErrorCode};

@@ -43,7 +43,9 @@ const SERVICE_GET_CONFIGURATION_PATH: i32 = 6;
 const SERVICE_SET_PLUGIN_PROPERTY: i32 = 7;
 const SERVICE_GET_CONFIGURATION: i32 = 13;
 
+const SERVICE_REGISTER_ON_CHANGE_CALLBACK: i32 = 1003;
 const SERVICE_REGISTER_REST_CALLBACK_NO_LOCK: i32 = 1004;
+const SERVICE_REST_API_PUT_AFTER_PLUGINS: i32 = 3013;
 const SERVICE_REGISTER_INCOMING_HTTP_REQUEST_FILTER2: i32 = 1010;
 const SERVICE_REGISTER_CHUNKED_REST_CALLBACK: i32 = 1012;
 const SERVICE_ANSWER_BUFFER: i32 = 2000;
@@ -56,6 +58,9 @@ const HTTP_METHOD_GET: i32 = 1;
 const HTTP_METHOD_POST: i32 = 2;
 const HTTP_METHOD_PUT: i32 = 3;
 const HTTP_METHOD_DELETE: i32 = 4;
+
+// `OrthancPluginChangeType` values.
+const CHANGE_ORTHANC_STARTED: i32 = 10;
 
 // `_OrthancPluginProperty` values.
 const PROPERTY_DESCRIPTION: i32 = 1;
@@ -175,6 +180,30 @@ struct SetHttpHeaderParams {
     output: *mut OrthancPluginRestOutput,
     key: *const c_char,
     value: *const c_char,
+}
+
+/// `OrthancPluginMemoryBuffer`.
+#[repr(C)]
+struct MemoryBuffer {
+    data: *mut c_void,
+    size: u32,
+}
+
+/// `_OrthancPluginRestApiPostPut`.
+#[repr(C)]
+struct RestApiPostPutParams {
+    target: *mut MemoryBuffer,
+    uri: *const c_char,
+    body: *const c_void,
+    body_size: u32,
+}
+
+type OnChangeCallback = unsafe extern "C" fn(i32, i32, *const c_char) -> OrthancPluginErrorCode;
+
+/// `_OrthancPluginOnChangeCallback`.
+#[repr(C)]
+struct OnChangeCallbackParams {
+    callback: OnChangeCallback,
 }
 
 /// `_OrthancPluginOutputPlusArgument`.
@@ -360,6 +389,58 @@ pub fn register_chunked_route(regex: &str) {
         SERVICE_REGISTER_CHUNKED_REST_CALLBACK,
         ptr::from_ref(&params).cast(),
     );
+}
+
+/// `PUT` on Orthanc's REST API, plugin routes included (no HTTP, no authentication: an internal call).
+/// Returns Orthanc's error code on failure; the answer body is discarded.
+pub fn rest_api_put(uri: &str, body: &[u8]) -> Result<(), i32> {
+    let uri = CString::new(uri).map_err(|_| -1)?;
+    let size = u32::try_from(body.len()).map_err(|_| -1)?;
+    let mut answer = MemoryBuffer {
+        data: ptr::null_mut(),
+        size: 0,
+    };
+    let params = RestApiPostPutParams {
+        target: &mut answer,
+        uri: uri.as_ptr(),
+        body: body.as_ptr().cast(),
+        body_size: size,
+    };
+    let result = invoke(
+        SERVICE_REST_API_PUT_AFTER_PLUGINS,
+        ptr::from_ref(&params).cast(),
+    );
+    if !answer.data.is_null() {
+        // SAFETY: Orthanc allocated the answer for us; released once, here.
+        unsafe { free_orthanc_memory(answer.data) };
+    }
+    result
+}
+
+/// Calls [`crate::dicomweb_servers::orthanc_started`] once Orthanc has started
+/// (its REST API, the DICOMweb plugin's routes included, is then complete).
+pub fn register_started_callback() {
+    let params = OnChangeCallbackParams {
+        callback: on_change,
+    };
+    let _ = invoke(
+        SERVICE_REGISTER_ON_CHANGE_CALLBACK,
+        ptr::from_ref(&params).cast(),
+    );
+}
+
+unsafe extern "C" fn on_change(
+    change_type: i32,
+    _resource_type: i32,
+    _resource_id: *const c_char,
+) -> OrthancPluginErrorCode {
+    if change_type == CHANGE_ORTHANC_STARTED {
+        guard(
+            "registering DICOMweb servers",
+            crate::dicomweb_servers::orthanc_started,
+        );
+    }
+    ERROR_SUCCESS
 }
 
 /// Registers [`crate::routes::allow`] as Orthanc's incoming HTTP filter (403 when it refuses).
@@ -788,6 +869,42 @@ mod layout {
             (
                 "_OrthancPluginProperty_Description",
                 PROPERTY_DESCRIPTION as i64,
+            ),
+            (
+                "_OrthancPluginService_SendMethodNotAllowed",
+                SERVICE_SEND_METHOD_NOT_ALLOWED as i64,
+            ),
+            (
+                "sizeof(_OrthancPluginOutputPlusArgument)",
+                size_of::<OutputPlusArgumentParams>() as i64,
+            ),
+            (
+                "_OrthancPluginService_RegisterOnChangeCallback",
+                SERVICE_REGISTER_ON_CHANGE_CALLBACK as i64,
+            ),
+            (
+                "_OrthancPluginService_RestApiPutAfterPlugins",
+                SERVICE_REST_API_PUT_AFTER_PLUGINS as i64,
+            ),
+            (
+                "OrthancPluginChangeType_OrthancStarted",
+                CHANGE_ORTHANC_STARTED as i64,
+            ),
+            (
+                "sizeof(OrthancPluginMemoryBuffer)",
+                size_of::<MemoryBuffer>() as i64,
+            ),
+            (
+                "sizeof(_OrthancPluginRestApiPostPut)",
+                size_of::<RestApiPostPutParams>() as i64,
+            ),
+            (
+                "offsetof(_OrthancPluginRestApiPostPut, bodySize)",
+                offset_of!(RestApiPostPutParams, body_size) as i64,
+            ),
+            (
+                "sizeof(_OrthancPluginOnChangeCallback)",
+                size_of::<OnChangeCallbackParams>() as i64,
             ),
         ]
     }

@@ -6,6 +6,7 @@
 
 #![deny(unsafe_op_in_unsafe_fn)]
 
+mod dicomweb_servers;
 mod ffi;
 mod http;
 mod logging;

@@ -1,7 +1,7 @@
 //! What the entry points do, in safe Rust: version check, configuration,
 //! start-up and shutdown.
 
-use crate::{ffi, logging, routes};
+use crate::{dicomweb_servers, ffi, logging, routes};
 use dicomweb_oauth_core::config::{self, Config};
 use dicomweb_oauth_core::rate_limit::RateLimiter;
 use dicomweb_oauth_core::token::Engine;
@@ -167,6 +167,10 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
         ffi::register_rest_route(route);
     }
     ffi::register_incoming_filter();
+    if let Some(state) = state() {
+        dicomweb_servers::install(&state);
+    }
+    ffi::register_started_callback();
     Ok(())
 }
 

@@ -584,7 +584,8 @@ fn answers_match_the_openapi_description() {
     let schema = |path: &str, method: &str, status: &str| {
         let mut response = &paths[path][method]["responses"][status];
         if let Some(reference) = response["$ref"].as_str() {
-            response = &doc["components"]["responses"][reference.trim_start_matches("#/components/responses/")];
+            response = &doc["components"]["responses"]
+                [reference.trim_start_matches("#/components/responses/")];
         }
         response["content"]["application/json"]["schema"].clone()
     };
@@ -592,14 +593,46 @@ fn answers_match_the_openapi_description() {
         let status = reply.status.to_string();
         let s = schema(path, method, &status);
         assert!(!s.is_null(), "{method} {path} {status} is not documented");
-        conforms(&doc, &s, &reply.json(), &format!("{method} {path} {status}")).unwrap();
+        conforms(
+            &doc,
+            &s,
+            &reply.json(),
+            &format!("{method} {path} {status}"),
+        )
+        .unwrap();
     };
-    check(orthanc.get("/dicomweb-oauth/status"), "/dicomweb-oauth/status", "get");
-    check(orthanc.get("/dicomweb-oauth/servers"), "/dicomweb-oauth/servers", "get");
-    check(orthanc.post_json("/dicomweb-oauth/servers/good/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
-    check(orthanc.post_json("/dicomweb-oauth/servers/down/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
-    check(orthanc.post_json("/dicomweb-oauth/servers/nope/test", &json!({})), "/dicomweb-oauth/servers/{name}/test", "post");
+    check(
+        orthanc.get("/dicomweb-oauth/status"),
+        "/dicomweb-oauth/status",
+        "get",
+    );
+    check(
+        orthanc.get("/dicomweb-oauth/servers"),
+        "/dicomweb-oauth/servers",
+        "get",
+    );
+    check(
+        orthanc.post_json("/dicomweb-oauth/servers/good/test", &json!({})),
+        "/dicomweb-oauth/servers/{name}/test",
+        "post",
+    );
+    check(
+        orthanc.post_json("/dicomweb-oauth/servers/down/test", &json!({})),
+        "/dicomweb-oauth/servers/{name}/test",
+        "post",
+    );
+    check(
+        orthanc.post_json("/dicomweb-oauth/servers/nope/test", &json!({})),
+        "/dicomweb-oauth/servers/{name}/test",
+        "post",
+    );
     let status_after = orthanc.get("/dicomweb-oauth/status");
     check(status_after, "/dicomweb-oauth/status", "get");
-    check(orthanc.http().delete(&orthanc.url("/dicomweb-oauth/servers/good/token")), "/dicomweb-oauth/servers/{name}/token", "delete");
+    check(
+        orthanc
+            .http()
+            .delete(&orthanc.url("/dicomweb-oauth/servers/good/token")),
+        "/dicomweb-oauth/servers/{name}/token",
+        "delete",
+    );
 }

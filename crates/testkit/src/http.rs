@@ -32,6 +32,8 @@ impl Reply {
 #[derive(Clone)]
 pub struct HttpClient {
     agent: ureq::Agent,
+    /// `Authorization` sent with every request (Orthanc with authentication on).
+    authorization: Option<String>,
 }
 
 impl Default for HttpClient {
@@ -48,7 +50,18 @@ impl HttpClient {
             .proxy(None)
             .build()
             .into();
-        HttpClient { agent }
+        HttpClient {
+            agent,
+            authorization: None,
+        }
+    }
+
+    /// The same client, sending HTTP Basic credentials with every request.
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.authorization = Some(format!("Basic {token}"));
+        self
     }
 
     fn finish(
@@ -81,6 +94,30 @@ impl HttpClient {
     }
 
     /// Any request, with extra headers and an optional body.
+    pub fn try_request(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Reply, String> {
+        let method: ureq::http::Method = method.parse().expect("HTTP method");
+        let mut builder = ureq::http::Request::builder().method(method).uri(url);
+        let caller_authorizes = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("authorization"));
+        if let (Some(auth), false) = (&self.authorization, caller_authorizes) {
+            builder = builder.header("authorization", auth.as_str());
+        }
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let request = builder
+            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
+            .expect("request");
+        Self::finish(self.agent.run(request))
+    }
+
     pub fn request(
         &self,
         method: &str,
@@ -88,34 +125,20 @@ impl HttpClient {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Reply {
-        let method: ureq::http::Method = method.parse().expect("HTTP method");
-        let mut builder = ureq::http::Request::builder().method(method).uri(url);
-        for (k, v) in headers {
-            builder = builder.header(*k, *v);
-        }
-        let request = builder
-            .body(body.map(<[u8]>::to_vec).unwrap_or_default())
-            .expect("request");
-        Self::finish(self.agent.run(request)).unwrap_or_else(|e| panic!("{url}: {e}"))
+        self.try_request(method, url, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"))
     }
 
     pub fn try_get(&self, url: &str) -> Result<Reply, String> {
-        Self::finish(self.agent.get(url).call())
+        self.try_request("GET", url, &[], None)
     }
 
     pub fn get(&self, url: &str) -> Reply {
-        self.try_get(url)
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        self.request("GET", url, &[], None)
     }
 
     pub fn post(&self, url: &str, content_type: &str, body: &[u8]) -> Reply {
-        Self::finish(
-            self.agent
-                .post(url)
-                .header("content-type", content_type)
-                .send(body),
-        )
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"))
+        self.request("POST", url, &[("content-type", content_type)], Some(body))
     }
 
     pub fn post_json(&self, url: &str, body: &serde_json::Value) -> Reply {
@@ -123,6 +146,6 @@ impl HttpClient {
     }
 
     pub fn delete(&self, url: &str) -> Reply {
-        Self::finish(self.agent.delete(url).call()).unwrap_or_else(|e| panic!("DELETE {url}: {e}"))
+        self.request("DELETE", url, &[], None)
     }
 }

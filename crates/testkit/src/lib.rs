@@ -7,21 +7,27 @@
 //! It installs nothing: `scripts/test` installs the Debian packages and npm
 //! fixtures first. A missing prerequisite fails loudly with what to install.
 
+mod azure;
 mod dicom;
 mod fault;
 mod gateway;
+mod google;
 mod http;
 mod idp;
 mod orthanc;
+mod redis;
 mod tinyproxy;
 mod tls;
 
+pub use azure::{self_signed_certificate, AzureEmulator};
 pub use dicom::{create_study, study_file_hashes, Study};
 pub use fault::{Fault, FaultServer, RecordedRequest};
 pub use gateway::Gateway;
+pub use google::GoogleEmulator;
 pub use http::{HttpClient, Reply};
 pub use idp::Idp;
 pub use orthanc::{Exited, Orthanc, OrthancBuilder};
+pub use redis::RedisServer;
 pub use tinyproxy::Tinyproxy;
 pub use tls::{TestCa, TestCert};
 

@@ -89,6 +89,7 @@ pub struct OrthancBuilder {
     env: Vec<(String, String)>,
     with_oauth_plugin: bool,
     port: Option<u16>,
+    credentials: Option<(String, String)>,
 }
 
 impl Default for OrthancBuilder {
@@ -113,7 +114,17 @@ impl OrthancBuilder {
             env: Vec::new(),
             with_oauth_plugin: true,
             port: None,
+            credentials: None,
         }
+    }
+
+    /// Turns Orthanc's authentication on with one registered user; the
+    /// harness's own requests then carry these credentials.
+    pub fn basic_auth(mut self, user: &str, password: &str) -> Self {
+        self.config["AuthenticationEnabled"] = json!(true);
+        self.config["RegisteredUsers"] = json!({ user: password });
+        self.credentials = Some((user.to_owned(), password.to_owned()));
+        self
     }
 
     /// Uses this HTTP port (e.g. one taken with [`crate::free_port`] to write
@@ -143,6 +154,13 @@ impl OrthancBuilder {
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    fn client(&self) -> HttpClient {
+        match &self.credentials {
+            Some((user, password)) => HttpClient::new().with_basic_auth(user, password),
+            None => HttpClient::new(),
+        }
     }
 
     fn spawn(mut self) -> (Child, TempDir, u16, PathBuf) {
@@ -182,8 +200,8 @@ impl OrthancBuilder {
 
     /// Starts Orthanc and waits until its REST API answers; panics with its log if it exits.
     pub fn start(self) -> Orthanc {
+        let http = self.client();
         let (mut child, dir, port, log_path) = self.spawn();
-        let http = HttpClient::new();
         let url = format!("http://127.0.0.1:{port}");
         let ready = wait_for("Orthanc to answer /system", START_TIMEOUT, || {
             if let Ok(Some(status)) = child.try_wait() {

@@ -85,6 +85,7 @@ pub const PROVIDER_TYPES: &[&str] = &[
     "keycloak",
     "azuremanagedidentity",
 ];
+pub const MODES: &[&str] = &["proxy", "header"];
 pub const LOG_LEVELS: &[&str] = &["DEBUG", "INFO", "WARNING", "ERROR"];
 pub const CACHE_TYPES: &[&str] = &["memory", "redis"];
 pub const RETRY_STRATEGIES: &[&str] = &["exponential", "linear", "fixed"];
@@ -173,6 +174,30 @@ pub const SERVER_KEYS: &[KeySpec] = &[
         "Total timeout of one outbound request, in seconds (default: Orthanc's HttpTimeout).")),
     added(key("ConnectTimeout", Kind::Number { min: 0.1, max: 600.0 }, Default::Number(10.0),
         "Connect timeout of outbound requests, in seconds.")),
+    added(key(
+        "Mode",
+        Kind::Enum(MODES),
+        Default::Str("proxy"),
+        "proxy: the DICOMweb plugin reaches the server through the plugin's /oauth-dicom-web/ route; header: the plugin keeps the DICOMweb plugin's server entry updated with a fresh Authorization header (no extra hop, no 401 retry).",
+    )),
+    added(key(
+        "AutoRegister",
+        Kind::Bool,
+        Default::Bool(true),
+        "Register this server in the DICOMweb plugin (/dicom-web/servers) at start-up, unless DicomWeb.Servers already defines the name.",
+    )),
+    added(key(
+        "HasDelete",
+        Kind::Bool,
+        Default::None,
+        "Passed to the DICOMweb plugin's server entry (allows DELETE).",
+    )),
+    added(key(
+        "ChunkedTransfers",
+        Kind::Bool,
+        Default::None,
+        "Passed to the DICOMweb plugin's server entry.",
+    )),
 ];
 
 pub const GLOBAL_KEYS: &[KeySpec] = &[
@@ -253,6 +278,12 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         Kind::StrOrList,
         Default::Str("127.0.0.1 ::1"),
         "Client addresses (IPs or CIDR ranges) allowed on the proxy route /oauth-dicom-web/; others get 403. The DICOMweb plugin calls it over loopback.",
+    )),
+    added(key(
+        "RegistrationUser",
+        Kind::Str,
+        Default::None,
+        "With AuthenticationEnabled, the RegisteredUsers entry whose credentials the auto-registered proxy-mode servers use to call back into Orthanc (default: the first one).",
     )),
     key(
         "Servers",

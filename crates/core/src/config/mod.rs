@@ -207,6 +207,20 @@ pub struct ServerConfig {
     /// `None` when validation is disabled or not configured.
     pub jwt_validation: Option<JwtValidation>,
     pub resilience: Resilience,
+    pub mode: Mode,
+    /// Register in the DICOMweb plugin at start-up (`AutoRegister`).
+    pub auto_register: bool,
+    /// Options passed through to the DICOMweb plugin's server entry.
+    pub dicomweb_options: Vec<(String, Value)>,
+}
+
+/// How the DICOMweb plugin gets this server's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Through the plugin's proxy route.
+    Proxy,
+    /// An `Authorization` header kept fresh in the DICOMweb plugin's server entry.
+    Header,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,9 +229,21 @@ pub enum CacheConfig {
     Redis { url: Secret },
 }
 
-/// Settings of Orthanc itself that the plugin follows for its outbound traffic.
+/// Settings of Orthanc itself that the plugin follows.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OrthancSettings {
+    /// Orthanc's `HttpPort` (where the proxy route is reached over loopback).
+    pub http_port: u16,
+    /// Orthanc's `SslEnabled`: its port then speaks HTTPS.
+    pub ssl_enabled: bool,
+    /// Whether Orthanc asks HTTP clients for credentials.
+    pub authentication_enabled: bool,
+    /// Orthanc's `RegisteredUsers`, in file order (passwords are secrets).
+    pub registered_users: Vec<(String, Secret)>,
+    /// Names of the servers the user defined in `DicomWeb.Servers`.
+    pub dicomweb_servers: Vec<String>,
+    /// `DicomWeb.ServersInDatabase`: servers registered at run time are stored in the database.
+    pub dicomweb_servers_in_database: bool,
     /// Orthanc's `HttpProxy` (`host:port` or a URL), if set.
     pub http_proxy: Option<String>,
     /// Orthanc's `HttpTimeout` (default 60 s; 0 means none).
@@ -238,6 +264,8 @@ pub struct Config {
     pub rate_limit_window: Duration,
     /// Who may call the proxy route (`ProxyAllowedClients`).
     pub proxy_allowed_clients: Vec<ClientRange>,
+    /// `RegistrationUser`: which registered user auto-registered proxy entries use.
+    pub registration_user: Option<String>,
     pub cache: CacheConfig,
     pub servers: Vec<ServerConfig>,
     pub orthanc: OrthancSettings,
@@ -346,7 +374,45 @@ fn orthanc_settings(config: &Value) -> OrthancSettings {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
+    let remote_access = config
+        .get("RemoteAccessAllowed")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let dicomweb = config.get("DicomWeb");
     OrthancSettings {
+        http_port: config
+            .get("HttpPort")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .unwrap_or(8042),
+        ssl_enabled: config
+            .get("SslEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        // Orthanc's default: authentication is on when remote access is.
+        authentication_enabled: config
+            .get("AuthenticationEnabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(remote_access),
+        registered_users: config
+            .get("RegisteredUsers")
+            .and_then(Value::as_object)
+            .map(|users| {
+                users
+                    .iter()
+                    .filter_map(|(name, pw)| Some((name.clone(), Secret::new(pw.as_str()?))))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        dicomweb_servers: dicomweb
+            .and_then(|d| d.get("Servers"))
+            .and_then(Value::as_object)
+            .map(|servers| servers.keys().cloned().collect())
+            .unwrap_or_default(),
+        dicomweb_servers_in_database: dicomweb
+            .and_then(|d| d.get("ServersInDatabase"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         http_proxy: non_empty("HttpProxy"),
         http_timeout: match config.get("HttpTimeout").and_then(Value::as_u64) {
             Some(0) => None,
@@ -443,7 +509,10 @@ fn parse_section(
             )
         })?);
     }
+    let registration_user = r.opt_nonempty("RegistrationUser")?;
+    check_registration(&r, &servers, &orthanc, registration_user.as_deref())?;
     Ok(Config {
+        registration_user,
         proxy_allowed_clients,
         log_level,
         log_file: r.opt_nonempty("LogFile")?.map(PathBuf::from),
@@ -458,6 +527,51 @@ fn parse_section(
         migration,
         warnings,
     })
+}
+
+/// Start-up checks of auto-registration against Orthanc's own settings.
+fn check_registration(
+    r: &Reader<'_>,
+    servers: &[ServerConfig],
+    orthanc: &OrthancSettings,
+    user: Option<&str>,
+) -> Result<(), ConfigError> {
+    for server in servers
+        .iter()
+        .filter(|s| s.auto_register && s.mode == Mode::Header)
+    {
+        if orthanc.dicomweb_servers_in_database {
+            return Err(ConfigError::at_path(
+                ErrorCode::Cfg002,
+                &format!("{SECTION}.Servers.{}.Mode", server.name),
+                "header mode would store tokens in the Orthanc database (DicomWeb.ServersInDatabase is true); use proxy mode",
+            ));
+        }
+    }
+    let needs_user = orthanc.authentication_enabled
+        && servers.iter().any(|s| {
+            s.auto_register && s.mode == Mode::Proxy && !orthanc.dicomweb_servers.contains(&s.name)
+        });
+    if let Some(user) = user {
+        if !orthanc
+            .registered_users
+            .iter()
+            .any(|(name, _)| name == user)
+        {
+            return Err(r.error(
+                ErrorCode::Cfg002,
+                "RegistrationUser",
+                format!("'{user}' is not one of Orthanc's RegisteredUsers"),
+            ));
+        }
+    } else if needs_user && orthanc.registered_users.is_empty() {
+        return Err(r.error(
+            ErrorCode::Cfg001,
+            "RegistrationUser",
+            "AuthenticationEnabled is on but RegisteredUsers is empty: auto-registered proxy-mode servers could not call back into Orthanc (add a user, or use Mode \"header\", or AutoRegister false)",
+        ));
+    }
+    Ok(())
 }
 
 fn valid_server_name(name: &str) -> bool {
@@ -551,7 +665,27 @@ fn parse_server(
         connect_timeout: Duration::from_secs_f64(r.number("ConnectTimeout")?),
         jwt_validation,
         resilience: parse_resilience(&resilience_readers)?,
+        mode: match r.enumerated("Mode")? {
+            "header" => Mode::Header,
+            _ => Mode::Proxy,
+        },
+        auto_register: r.bool("AutoRegister")?,
+        dicomweb_options: dicomweb_options(r)?,
     })
+}
+
+/// The entry keys passed through to the DICOMweb plugin as given.
+fn dicomweb_options(r: &Reader<'_>) -> Result<Vec<(String, Value)>, ConfigError> {
+    let mut options = Vec::new();
+    for key in ["HasDelete", "ChunkedTransfers"] {
+        if r.contains(key) {
+            options.push((key.to_owned(), Value::Bool(r.bool(key)?)));
+        }
+    }
+    if let Some(timeout) = r.opt_number("Timeout")? {
+        options.push(("Timeout".to_owned(), Value::from(timeout.ceil() as u64)));
+    }
+    Ok(options)
 }
 
 fn azure_token_endpoint(tenant: &str) -> Result<Url, String> {

@@ -34,6 +34,8 @@ enum Auth {
         algorithm: Algorithm,
         key_id: Option<String>,
         x5t: Option<String>,
+        /// `x5t#S256` header (base64url SHA-256 certificate thumbprint; Entra certificate credentials).
+        x5t_s256: Option<String>,
     },
 }
 
@@ -141,6 +143,7 @@ impl ClientCredentials {
                 algorithm,
                 key_id,
                 x5t,
+                x5t_s256,
             } => {
                 let assertion = sign_assertion(
                     &self.client_id,
@@ -149,6 +152,7 @@ impl ClientCredentials {
                     *algorithm,
                     key_id,
                     x5t,
+                    x5t_s256,
                 )
                 .map_err(FetchError::fatal)?;
                 form.push(("client_id", self.client_id.clone()));
@@ -194,10 +198,14 @@ fn assertion_auth(server: &str, assertion: &ClientAssertion) -> Result<Auth, Err
         algorithm,
         key_id: assertion.key_id.clone(),
         x5t: assertion.x5t.clone(),
+        // Set by Entra certificate credentials (credentials::azure::CertificateCredential).
+        x5t_s256: None,
     })
 }
 
-/// Signs a client assertion (RFC 7523 §3).
+/// Signs a client assertion (RFC 7523 §3). `x5t` and `x5t_s256` are the base64url SHA-1 and
+/// SHA-256 thumbprints of the certificate of `key` (RFC 7515 §4.1.7-8), which Entra ID uses to
+/// find a certificate credential.
 pub fn sign_assertion(
     client_id: &str,
     audience: &str,
@@ -205,6 +213,7 @@ pub fn sign_assertion(
     algorithm: Algorithm,
     key_id: &Option<String>,
     x5t: &Option<String>,
+    x5t_s256: &Option<String>,
 ) -> Result<String, Error> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -214,6 +223,7 @@ pub fn sign_assertion(
     header.typ = Some("JWT".into());
     header.kid = key_id.clone();
     header.x5t = x5t.clone();
+    header.x5t_s256 = x5t_s256.clone();
     let jti: [u8; 16] = rand::random();
     let claims = serde_json::json!({
         "iss": client_id,

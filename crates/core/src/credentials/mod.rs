@@ -6,8 +6,11 @@
 //! - [`discovery`]: OIDC discovery (token endpoint, JWKS URI from the issuer).
 //! - [`token_response`]: reading a token endpoint's answer, success or error.
 
+pub mod azure;
+pub mod azure_managed_identity;
 pub mod client_credentials;
 pub mod discovery;
+pub mod google;
 pub mod token_response;
 
 use crate::error::Error;

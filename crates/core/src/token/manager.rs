@@ -113,6 +113,9 @@ impl TokenStats {
     }
 }
 
+/// Told of every new token (header mode pushes it to the DICOMweb plugin).
+pub type TokenListener = Box<dyn Fn(&CachedToken) + Send + Sync>;
+
 type SharedFetch = Shared<BoxFuture<'static, Result<Arc<CachedToken>, Error>>>;
 
 pub struct TokenManager {
@@ -127,6 +130,7 @@ pub struct TokenManager {
     in_flight: Mutex<Option<SharedFetch>>,
     changed: tokio::sync::Notify,
     last_error: Mutex<Option<Error>>,
+    listeners: Arc<Mutex<Vec<TokenListener>>>,
     metrics: Arc<Metrics>,
     pub stats: TokenStats,
 }
@@ -159,6 +163,7 @@ impl TokenManager {
             in_flight: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
+            listeners: Arc::new(Mutex::new(Vec::new())),
             stats,
             metrics,
         }
@@ -200,6 +205,15 @@ impl TokenManager {
             Err(fetch) => fetch,
         };
         fetch.await.map(|t| (t, TokenOrigin::Provider))
+    }
+
+    /// Calls `listener` with every token this manager obtains from now on
+    /// (on a blocking thread of the runtime, after the token is cached).
+    pub fn on_new_token(&self, listener: TokenListener) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
     }
 
     /// Drops the cached token and fetches a new one (joining a fetch already in flight).
@@ -312,6 +326,19 @@ impl TokenManager {
                 );
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&token));
                 self.changed.notify_waiters();
+                if !self
+                    .listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_empty()
+                {
+                    let (listeners, token) = (Arc::clone(&self.listeners), Arc::clone(&token));
+                    self.runtime.spawn_blocking(move || {
+                        for listener in listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                            listener(&token);
+                        }
+                    });
+                }
                 Ok(token)
             }
             Err(error) => {

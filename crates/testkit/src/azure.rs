@@ -1,0 +1,147 @@
+//! The Azure managed identity emulator (fixtures/azure-emulator): IMDS, the App Service /
+//! Container Apps identity endpoint and Entra's v2 token path (forwarded to a real provider).
+
+use crate::{workspace_root, HttpClient};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+/// A running emulator; stopped on drop.
+pub struct AzureEmulator {
+    child: Child,
+    /// `http://127.0.0.1:PORT`, no trailing slash.
+    pub url: String,
+    pub port: u16,
+    dir: TempDir,
+    http: HttpClient,
+}
+
+impl AzureEmulator {
+    /// Starts the emulator with a configuration (see fixtures/azure-emulator/README.md) and
+    /// waits for its ready line.
+    pub fn start(config: &Value) -> AzureEmulator {
+        let script = workspace_root().join("fixtures/azure-emulator/server.js");
+        let dir = tempfile::Builder::new()
+            .prefix("azure-emulator-")
+            .tempdir()
+            .unwrap();
+        let config_path = dir.path().join("azure.json");
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let log = std::fs::File::create(dir.path().join("azure.log")).unwrap();
+        let mut child = Command::new("node")
+            .arg(&script)
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start node fixtures/azure-emulator/server.js (is Node 20 installed?)");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let ready: Value = match serde_json::from_str(&line) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(dir.path().join("azure.log")).unwrap_or_default();
+                panic!("Azure emulator did not start: {line}\n{log}");
+            }
+        };
+        AzureEmulator {
+            child,
+            url: ready["url"].as_str().unwrap().to_owned(),
+            port: ready["port"].as_u64().unwrap() as u16,
+            dir,
+            http: HttpClient::new(),
+        }
+    }
+
+    /// The IMDS token endpoint (what `ImdsEndpoint` overrides).
+    pub fn imds_endpoint(&self) -> String {
+        format!("{}/metadata/identity/oauth2/token", self.url)
+    }
+
+    /// The App Service / Container Apps endpoint (what `IDENTITY_ENDPOINT` holds).
+    pub fn identity_endpoint(&self) -> String {
+        format!("{}/msi/token", self.url)
+    }
+
+    /// The authority host (what `AZURE_AUTHORITY_HOST` holds), with its trailing slash.
+    pub fn authority_host(&self) -> String {
+        format!("{}/", self.url)
+    }
+
+    /// `GET /__stats`.
+    pub fn stats(&self) -> Value {
+        self.http.get(&format!("{}/__stats", self.url)).json()
+    }
+
+    /// Zeroes the counters and drops queued answers.
+    pub fn reset_stats(&self) {
+        self.http.post(
+            &format!("{}/__reset_stats", self.url),
+            "application/json",
+            b"{}",
+        );
+    }
+
+    /// The next `count` requests to `route` (`imds`, `appservice`, `entra` or `any`) answer
+    /// `status` with `body` (a JSON value, or a string sent as text) and extra `headers`.
+    pub fn inject(
+        &self,
+        route: &str,
+        status: u16,
+        count: u32,
+        body: Option<Value>,
+        headers: Value,
+    ) {
+        let mut spec =
+            json!({"status": status, "count": count, "route": route, "headers": headers});
+        if let Some(body) = body {
+            spec["body"] = body;
+        }
+        let reply = self.http.post(
+            &format!("{}/__next", self.url),
+            "application/json",
+            spec.to_string().as_bytes(),
+        );
+        assert_eq!(reply.status, 200, "POST /__next: {}", reply.text());
+    }
+
+    /// Shorthand: the next `count` requests (any route) answer `status` with the default body.
+    pub fn fail_next(&self, status: u16, count: u32) {
+        self.inject("any", status, count, None, json!({}));
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("azure.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AzureEmulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A self-signed X.509 certificate (PEM) for the RSA key `private_pem` (PKCS#8 PEM, e.g. from
+/// `Idp::generate_key("RS256", ..)`), as a client certificate credential of an Entra app.
+pub fn self_signed_certificate(private_pem: &str, common_name: &str) -> String {
+    let key = rcgen::KeyPair::from_pem(private_pem).expect("an RSA PKCS#8 private key (PEM)");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.self_signed(&key).expect("self-sign").pem()
+}
