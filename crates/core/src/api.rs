@@ -87,10 +87,16 @@ fn all_servers(config: &Config, engine: &Engine) -> Vec<Value> {
 pub fn status(config: &Config, engine: &Engine) -> ApiAnswer {
     let servers = all_servers(config, engine);
     let healthy = engine.managers().iter().all(|m| m.last_error().is_none());
+    let shared_cache = engine.shared_store().map(|store| {
+        let state = store.state();
+        json!({"type": "redis", "available": state.available, "outages": state.outages,
+               "last_error": state.last_error, "rejected_entries": state.rejected_entries})
+    });
     ApiAnswer::ok(json!({
         "status": if healthy { "healthy" } else { "degraded" },
         "servers_configured": servers.len(),
         "servers": servers,
+        "shared_cache": shared_cache.unwrap_or(json!({"type": "memory"})),
     }))
 }
 

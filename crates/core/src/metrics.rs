@@ -81,6 +81,8 @@ pub struct Metrics {
     pub proxy_request_bytes: Family<ServerLabels, Counter>,
     pub proxy_response_bytes: Family<ServerLabels, Counter>,
     pub proxy_upstream_duration: Family<ServerStatusLabels, Histogram, Buckets>,
+    pub shared_cache_available: Gauge,
+    pub shared_cache_outages: Gauge,
 }
 
 impl Default for Metrics {
@@ -107,6 +109,8 @@ impl Metrics {
             proxy_request_bytes: Family::default(),
             proxy_response_bytes: Family::default(),
             proxy_upstream_duration: Family::new_with_constructor(Buckets(latency_histogram)),
+            shared_cache_available: Gauge::default(),
+            shared_cache_outages: Gauge::default(),
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
@@ -171,6 +175,16 @@ impl Metrics {
                 "dicomweb_oauth_proxy_response_bytes",
                 "Response body bytes received from remote DICOMweb servers",
                 m.proxy_response_bytes.clone(),
+            );
+            r.register(
+                "dicomweb_oauth_shared_cache_available",
+                "Whether the Redis token cache answers (1) or the plugin runs on its own cache (0)",
+                m.shared_cache_available.clone(),
+            );
+            r.register(
+                "dicomweb_oauth_shared_cache_outages",
+                "Redis outages since start",
+                m.shared_cache_outages.clone(),
             );
             r.register(
                 "dicomweb_oauth_proxy_upstream_duration_seconds",

@@ -314,7 +314,7 @@ async fn missing_scope_is_auth002() {
     assert!(emu.stats()["last_assertion_claims"].get("scope").is_none());
 }
 
-/// A token endpoint that cannot be reached is NET-002 and worth a retry.
+/// SPEC 3.2: a token endpoint that cannot be reached is NET-002 and worth a retry.
 #[tokio::test]
 async fn token_endpoint_down_is_net002() {
     let port = testkit::free_port();
@@ -330,8 +330,9 @@ async fn token_endpoint_down_is_net002() {
     assert!(failure.retryable);
 }
 
-/// Answers that are not token responses are TOK-005 (not retried); 5xx and
-/// 429 mean the provider is unavailable, AUTH-003 (retried, Retry-After kept).
+/// SPEC 3.2 over RFC 6749 §5.1/§5.2: answers that are not token responses are
+/// TOK-005 (not retried); 5xx and 429 mean the provider is unavailable, AUTH-003
+/// (retried, Retry-After kept). The request itself is RFC 7523 §2.1's.
 #[tokio::test]
 async fn malformed_and_unavailable_token_endpoint() {
     let server = FaultServer::start(vec![
@@ -518,7 +519,7 @@ fn emulator_checks_every_claim() {
     );
     let stats = emu.stats();
     assert_eq!(stats["tokens_issued"], 1);
-    assert_eq!(stats["token_requests"], 15);
+    assert_eq!(stats["token_requests"], 16);
 }
 
 // ---------------------------------------------------------------------------
@@ -638,7 +639,7 @@ fn metadata_emulator_refuses_like_google() {
     assert_eq!(email.text(), VM_EMAIL);
 }
 
-/// Unreachable metadata server: NET-002, retryable.
+/// SPEC 3.2: an unreachable metadata server is NET-002, retryable.
 #[tokio::test]
 async fn metadata_server_down_is_net002() {
     let port = testkit::free_port();
@@ -648,9 +649,11 @@ async fn metadata_server_down_is_net002() {
     assert!(failure.retryable);
 }
 
-/// Junk from the metadata host: a page, an answer without the
-/// `Metadata-Flavor: Google` response header (not a metadata server), or JSON
-/// without a token are TOK-005; 403 is AUTH-001 (its text kept); 503 AUTH-003.
+/// "Storing and retrieving instance metadata" (every answer of the metadata
+/// server carries `Metadata-Flavor: Google`) and SPEC 3.2. Junk from the
+/// metadata host — a page, an answer without the `Metadata-Flavor: Google`
+/// response header (not a metadata server), JSON without a token — is TOK-005;
+/// 403 is AUTH-001 (its text kept); 503 AUTH-003.
 #[tokio::test]
 async fn metadata_server_malformed_answers() {
     let token =
@@ -689,8 +692,8 @@ async fn metadata_server_malformed_answers() {
 // Token lifetimes
 // ---------------------------------------------------------------------------
 
-/// A token expiring in under 60 s is returned as it is: the token manager
-/// decides whether to use it.
+/// Google's token answer (`expires_in`, RFC 6749 §5.1): a token expiring in
+/// under 60 s is returned as it is; the token manager decides whether to use it.
 #[tokio::test]
 async fn short_tokens_are_returned_with_their_lifetime() {
     let emu = GoogleEmulator::start(&config(json!({"tokenLifetime": 30})));
@@ -708,9 +711,10 @@ async fn short_tokens_are_returned_with_their_lifetime() {
 // Key files that cannot be used
 // ---------------------------------------------------------------------------
 
-/// Missing or unreadable files, content that is not a service-account key, a
-/// key that is not an RSA private key: CFG-002 naming the path or the field,
-/// never quoting key material.
+/// Google's service-account key file format ("Creating and managing service
+/// account keys"): missing or unreadable files, content that is not a
+/// service-account key, a key that is not an RSA private key are CFG-002 (SPEC
+/// 3.2) naming the path or the field, never quoting key material.
 #[test]
 fn unusable_key_files_are_cfg002() {
     let dir = tempdir();

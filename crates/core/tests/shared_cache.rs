@@ -107,7 +107,7 @@ fn store_at(url: &str, key_b64: &str) -> SharedTokenStore {
     SharedTokenStore::new(config).expect("a valid store configuration")
 }
 
-fn store(redis: &RedisServer) -> SharedTokenStore {
+fn new_store(redis: &RedisServer) -> SharedTokenStore {
     store_at(&redis.url(), KEY_B64)
 }
 
@@ -132,7 +132,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_trip_with_ttl_and_expiry() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    let store = new_store(&redis);
     assert!(store.get("a").await.unwrap().is_none());
 
     let t = token("a", HOUR);
@@ -147,7 +147,7 @@ async fn round_trip_with_ttl_and_expiry() {
     // Another server's entry is separate.
     assert!(store.get("b").await.unwrap().is_none());
     // A second client (another Orthanc) reads the same token.
-    let other = store(&redis);
+    let other = new_store(&redis);
     assert_eq!(other.get("a").await.unwrap().unwrap().value, t.value);
 
     // The TTL is applied…
@@ -201,7 +201,7 @@ async fn round_trip_with_ttl_and_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_holds_no_token_or_secret_in_clear() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    let store = new_store(&redis);
     let servers = ["azure", "google", "keycloak"];
     for s in servers {
         store.put(s, &token(s, HOUR), HOUR).await.unwrap();
@@ -241,7 +241,7 @@ async fn redis_holds_no_token_or_secret_in_clear() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_tampered_and_truncated_entries_are_rejected() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    let store = new_store(&redis);
     let foreign = store_at(&redis.url(), OTHER_KEY_B64);
     let key_a = store.token_key("a");
 
@@ -291,10 +291,13 @@ async fn foreign_tampered_and_truncated_entries_are_rejected() {
         redis.cli(&["SET", &key_a, text]);
         assert!(store.get("a").await.unwrap().is_none(), "{text}");
     }
-    // Not a string at all: an error reply of Redis (WRONGTYPE) is a failure.
+    // Not a string at all (WRONGTYPE): not ours, and no outage either.
+    redis.cli(&["DEL", &key_a]);
+    redis.cli(&["RPUSH", &key_a, "x"]);
+    assert!(store.get("a").await.unwrap().is_none());
     assert!(store.available());
     let rejected = store.state().rejected_entries;
-    assert!(rejected >= 17, "{rejected}");
+    assert!(rejected >= 18, "{rejected}");
     assert!(logs().contains("token entry in Redis rejected"));
 
     // The caller then refetches and stores a good one, which works again.
@@ -325,15 +328,15 @@ async fn encryption_disabled_stores_versioned_json() {
     );
     assert_eq!(clear.get("a").await.unwrap().unwrap().value, t.value);
     // An encrypting store never accepts a clear entry.
-    let encrypting = store(&redis);
+    let encrypting = new_store(&redis);
     assert!(encrypting.get("a").await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lock_is_exclusive_owned_and_expires() {
     let redis = RedisServer::start();
-    let one = store(&redis);
-    let two = store(&redis);
+    let one = new_store(&redis);
+    let two = new_store(&redis);
     let lock_key = one.lock_key("a");
 
     let held = one.try_lock("a", HOUR).await.unwrap().expect("free lock");
@@ -430,16 +433,10 @@ async fn password_and_database_number() {
         let as_error: dicomweb_oauth_core::Error = e.into();
         errors.push(format!("{as_error} {as_error:?}"));
     }
-    assert!(
-        errors[0].contains("WRONGPASS") || errors[0].contains("AUTH"),
-        "{}",
-        errors[0]
-    );
-    assert!(
-        errors[2].contains("NOAUTH") || errors[2].contains("uthentication"),
-        "{}",
-        errors[2]
-    );
+    // Each says what went wrong (authentication), still without the password.
+    for text in [&errors[0], &errors[2], &errors[4]] {
+        assert!(text.to_ascii_lowercase().contains("auth"), "{text}");
+    }
     assert_secret_free(&errors);
 }
 
@@ -479,7 +476,7 @@ async fn tls_with_a_private_ca() {
 async fn outage_fails_fast_logs_once_and_recovers() {
     let mut redis = RedisServer::start();
     let port = redis.port();
-    let store = store(&redis);
+    let store = new_store(&redis);
     let t = token("a", HOUR);
     store.put("a", &t, HOUR).await.unwrap();
     assert!(store.get("a").await.unwrap().is_some());
@@ -490,30 +487,34 @@ async fn outage_fails_fast_logs_once_and_recovers() {
     let started = Instant::now();
     let mut failures = 0;
     let mut fast_fails = 0;
+    let mut round = 0u32;
     while started.elapsed() < Duration::from_millis(2_500) {
         let op = Instant::now();
-        let results = [
-            store.get("a").await.map(|_| ()),
-            store.put("a", &t, HOUR).await,
-            store.try_lock("a", HOUR).await.map(|_| ()),
-        ];
-        for result in results {
-            let e = result.expect_err("Redis is down");
-            failures += 1;
-            if e == StoreError::Unavailable {
-                fast_fails += 1;
-            }
+        let result = match round % 4 {
+            0 => store.get("a").await.map(|_| ()),
+            1 => store.put("a", &t, HOUR).await,
+            2 => store.try_lock("a", HOUR).await.map(|_| ()),
+            _ => store.remove("a").await,
+        };
+        round += 1;
+        let took = op.elapsed();
+        assert!(took < 2 * TIMEOUT, "an operation took {took:?}");
+        let e = result.expect_err("Redis is down");
+        failures += 1;
+        if e == StoreError::Unavailable {
+            fast_fails += 1;
+            assert!(
+                took < Duration::from_millis(50),
+                "a fast failure took {took:?}"
+            );
         }
-        assert!(
-            op.elapsed() < 3 * 2 * TIMEOUT,
-            "three operations took {:?}",
-            op.elapsed()
-        );
         assert!(!store.available());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Most calls failed without I/O; Redis saw at most one probe per second.
-    assert!(fast_fails >= failures * 3 / 4, "{fast_fails} of {failures}");
+    // Most calls failed without I/O: Redis saw at most one probe per second.
+    let probes = failures - fast_fails;
+    assert!(probes <= 4, "{probes} probes in 2.5 s");
+    assert!(fast_fails > 20, "{fast_fails} of {failures}");
     let state = store.state();
     assert!(!state.available);
     assert_eq!(state.outages, 1);
@@ -526,11 +527,14 @@ async fn outage_fails_fast_logs_once_and_recovers() {
 
     redis.start_again();
     let recovered = Instant::now();
-    wait_for(
-        "the store to use Redis again",
-        Duration::from_secs(5),
-        || futures::executor::block_on(store.get("a")).ok(),
-    );
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::block_in_place(|| {
+        wait_for(
+            "the store to use Redis again",
+            Duration::from_secs(5),
+            || runtime.block_on(store.get("a")).ok(),
+        )
+    });
     assert!(recovered.elapsed() < Duration::from_secs(3));
     assert!(store.available());
     // Redis came back empty: the caller refills it.
@@ -570,19 +574,20 @@ async fn unresponsive_redis_times_out_within_the_bound() {
     let e = store.get("a").await.unwrap_err();
     let took = started.elapsed();
     assert_eq!(e, StoreError::Timeout(TIMEOUT));
+    assert!(!store.available());
     assert_eq!(e.code(), ErrorCode::Net001);
     assert!(took >= TIMEOUT && took < 2 * TIMEOUT, "{took:?}");
     // Until the next probe, calls fail at once.
     let started = Instant::now();
     assert_eq!(store.get("a").await.unwrap_err(), StoreError::Unavailable);
-    assert!(started.elapsed() < Duration::from_millis(20));
+    assert!(started.elapsed() < Duration::from_millis(50));
     assert_eq!(store.state().outages, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_share_one_connection() {
     let redis = RedisServer::start();
-    let store = store(&redis);
+    let store = new_store(&redis);
     let t = token("a", HOUR);
     store.put("a", &t, HOUR).await.unwrap();
     let tasks: Vec<_> = (0..50)

@@ -267,6 +267,24 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         Default::None,
         "redis:// or rediss:// URL; required when CacheType is redis.",
     )),
+    added(key(
+        "RedisKeyPrefix",
+        Kind::Str,
+        Default::Str("orthanc:dicomweb-oauth:"),
+        "Prefix of the Redis keys the plugin uses.",
+    )),
+    added(secret(key(
+        "CacheEncryptionKey",
+        Kind::Str,
+        Default::None,
+        "Base64 of 32 random bytes (e.g. openssl rand -base64 32, usually given as ${VAR}): tokens in Redis are encrypted and authenticated with it (AES-256-GCM). Required with CacheType redis; \"none\" stores them in clear (warned).",
+    ))),
+    added(key(
+        "RedisTimeout",
+        Kind::Number { min: 0.01, max: 10.0 },
+        Default::Number(0.25),
+        "Longest wait for one Redis operation, in seconds; past it the plugin uses its own cache and token requests.",
+    )),
     key(
         "ResilienceConfig",
         Kind::Object(RESILIENCE_KEYS),

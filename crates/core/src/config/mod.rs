@@ -226,7 +226,14 @@ pub enum Mode {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CacheConfig {
     Memory,
-    Redis { url: Secret },
+    /// Tokens shared through Redis (issue 7).
+    Redis {
+        url: Secret,
+        key_prefix: String,
+        /// `CacheEncryptionKey` as written (checked at load): base64 of 32 bytes, or "none".
+        encryption_key: Secret,
+        timeout: Duration,
+    },
 }
 
 /// Settings of Orthanc itself that the plugin follows.
@@ -436,6 +443,7 @@ fn parse_section(
         "WARNING" => LogLevel::Warning,
         _ => LogLevel::Error,
     };
+    let mut warnings = Vec::new();
     let cache = match r.enumerated("CacheType")? {
         "redis" => {
             let url = r
@@ -451,7 +459,36 @@ fn parse_section(
                     "must be a redis:// or rediss:// URL",
                 ));
             }
-            CacheConfig::Redis { url }
+            let encryption_key = r
+                .opt_secret("CacheEncryptionKey")?
+                .ok_or_else(|| {
+                    r.missing(
+                        "CacheEncryptionKey",
+                        " when CacheType is redis (base64 of 32 bytes; \"none\" to store tokens in clear)",
+                    )
+                })?;
+            let encrypted =
+                crate::shared_cache::StoreConfig::parse_encryption_key(encryption_key.expose())
+                    .map_err(|_| {
+                        r.error(
+                            ErrorCode::Cfg002,
+                            "CacheEncryptionKey",
+                            "must be the base64 encoding of 32 bytes, or \"none\"",
+                        )
+                    })?
+                    .is_some();
+            if !encrypted {
+                warnings.push(
+                    "CacheEncryptionKey is \"none\": tokens are stored in Redis IN CLEAR"
+                        .to_owned(),
+                );
+            }
+            CacheConfig::Redis {
+                url,
+                key_prefix: r.opt_str("RedisKeyPrefix")?.unwrap_or_default(),
+                encryption_key,
+                timeout: Duration::from_secs_f64(r.number("RedisTimeout")?),
+            }
         }
         _ => CacheConfig::Memory,
     };
@@ -473,7 +510,6 @@ fn parse_section(
             "at least one server must be defined",
         ));
     }
-    let mut warnings = Vec::new();
     let mut servers = Vec::with_capacity(servers_map.len());
     for (name, value) in servers_map {
         let path = format!("{SECTION}.Servers.{name}");

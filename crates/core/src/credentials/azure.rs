@@ -43,10 +43,16 @@ pub fn authority_host(text: Option<&str>) -> Result<Url, Error> {
     let Some(text) = text else {
         return Ok(Url::parse(DEFAULT_AUTHORITY_HOST).expect("valid default authority"));
     };
+    // A URL with user information could carry a password: never echo it.
+    let shown = if text.contains('@') {
+        "(not shown)"
+    } else {
+        text
+    };
     let invalid = |why: &str| {
         Error::coded(
             ErrorCode::Cfg002,
-            format!("the Entra authority host '{text}' {why}"),
+            format!("the Entra authority host '{shown}' {why}"),
         )
     };
     let mut url = Url::parse(text).map_err(|_| invalid("is not a URL"))?;
@@ -588,6 +594,9 @@ mod tests {
             let e = token_endpoint(Some(host), "t").unwrap_err();
             assert_eq!(e.code(), ErrorCode::Cfg002, "{host}");
         }
+        let e = authority_host(Some("https://user:pa55w0rd@login.example/")).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Cfg002);
+        assert!(!e.to_string().contains("pa55w0rd"), "{e}");
     }
 
     #[test]

@@ -25,8 +25,9 @@ use crate::error::{Error, ErrorCode};
 use crate::secret::{Secret, REDACTED};
 use codec::Codec;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use redis::aio::ConnectionLike;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
+use redis::{AsyncConnectionConfig, FromRedisValue, RedisError, Value};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -422,11 +423,17 @@ impl SharedTokenStore {
         let key = self.token_key(server);
         let mut cmd = redis::cmd("GET");
         cmd.arg(&key);
-        let Some(stored) = self.run::<Option<Vec<u8>>>(cmd).await? else {
-            return Ok(None);
+        let decoded = match self.run(cmd).await? {
+            Value::Nil => return Ok(None),
+            // Something other than a string under our key: not ours to read
+            // (the next `put` overwrites it).
+            Value::ServerError(_) => Err(codec::Rejection::UnknownFormat),
+            value => {
+                let stored = Zeroizing::new(convert::<Vec<u8>>(value)?);
+                self.inner.codec.decode(&key, &stored)
+            }
         };
-        let stored = Zeroizing::new(stored);
-        match self.inner.codec.decode(&key, &stored) {
+        match decoded {
             Ok((value, expires_at_unix)) => {
                 if Duration::from_secs(expires_at_unix) <= unix_now() {
                     return Ok(None);
@@ -471,7 +478,7 @@ impl SharedTokenStore {
         ));
         let mut cmd = redis::cmd("SET");
         cmd.arg(&key).arg(stored.as_bytes()).arg("PX").arg(ttl);
-        self.run::<()>(cmd).await
+        convert::<()>(self.run(cmd).await?)
     }
 
     /// Deletes the server's token (e.g. after the remote rejected it with 401,
@@ -479,7 +486,7 @@ impl SharedTokenStore {
     pub async fn remove(&self, server: &str) -> Result<(), StoreError> {
         let mut cmd = redis::cmd("DEL");
         cmd.arg(self.token_key(server));
-        self.run::<i64>(cmd).await.map(|_| ())
+        convert::<i64>(self.run(cmd).await?).map(|_| ())
     }
 
     /// Takes the server's lock for `ttl` (`SET NX PX` with a random value):
@@ -499,7 +506,7 @@ impl SharedTokenStore {
             .arg("NX")
             .arg("PX")
             .arg(millis(ttl).max(1));
-        let reply = self.run::<Option<String>>(cmd).await?;
+        let reply = convert::<Option<String>>(self.run(cmd).await?)?;
         Ok(reply.map(|_| LockToken { value }))
     }
 
@@ -512,7 +519,11 @@ impl SharedTokenStore {
             .arg(1)
             .arg(self.lock_key(server))
             .arg(&lock.value);
-        Ok(self.run::<i64>(cmd).await? == 1)
+        match self.run(cmd).await? {
+            // The lock key holds something else than a string: not our lock.
+            Value::ServerError(_) => Ok(false),
+            value => Ok(convert::<i64>(value)? == 1),
+        }
     }
 
     /// False during an outage.
@@ -531,7 +542,11 @@ impl SharedTokenStore {
     }
 
     /// Runs one command within the timeout, with the outage bookkeeping.
-    async fn run<T: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, StoreError> {
+    ///
+    /// An error reply is a failure (OOM, READONLY, NOAUTH… Redis cannot serve
+    /// us), except WRONGTYPE, which says that a key holds something that is
+    /// not ours and is passed on as `Value::ServerError`.
+    async fn run(&self, cmd: redis::Cmd) -> Result<Value, StoreError> {
         let probe = self.admit()?;
         let mut used = None;
         let attempt = async {
@@ -540,7 +555,13 @@ impl SharedTokenStore {
                 let (connection, fresh) = self.connection().await?;
                 used = Some(connection.id);
                 let mut con = connection.con.clone();
-                match cmd.query_async::<T>(&mut con).await {
+                match con.req_packed_command(&cmd).await {
+                    Ok(Value::ServerError(e)) if e.code() == "WRONGTYPE" => {
+                        return Ok(Value::ServerError(e));
+                    }
+                    Ok(Value::ServerError(e)) => {
+                        return Err(StoreError::Redis(self.inner.scrub.scrub(&e.to_string())));
+                    }
                     Ok(value) => return Ok(value),
                     Err(e) => {
                         self.discard(connection.id);
@@ -713,6 +734,12 @@ impl SharedTokenStore {
     fn classify(&self, e: &RedisError) -> StoreError {
         classify(&self.inner.scrub, e, self.inner.timeout)
     }
+}
+
+/// The typed reply (a reply of an unexpected type is an error, not an outage).
+fn convert<T: FromRedisValue>(value: Value) -> Result<T, StoreError> {
+    redis::from_redis_value(value)
+        .map_err(|_| StoreError::Redis("unexpected reply type".to_owned()))
 }
 
 fn classify(scrub: &Scrubber, e: &RedisError, timeout: Duration) -> StoreError {

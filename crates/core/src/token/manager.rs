@@ -8,6 +8,7 @@ use crate::error::{Error, ErrorCode};
 use crate::metrics::{ErrorLabels, Metrics, ServerStatusLabels};
 use crate::resilience::{backoff_delay, CircuitBreaker, CircuitState};
 use crate::secret::Secret;
+use crate::shared_cache::{SharedToken, SharedTokenStore};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
@@ -18,6 +19,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
 /// A token is no longer handed out this close to its expiry (at most a tenth of its lifetime).
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
+/// How long the cluster lock on a token request is held at most.
+const SHARED_LOCK_TTL: Duration = Duration::from_secs(30);
+/// How long an instance waits for the token another instance is fetching.
+const SHARED_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How often it looks for that token meanwhile.
+const SHARED_POLL: Duration = Duration::from_millis(50);
 /// Longest pause between two background refresh attempts after failures.
 const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -113,6 +120,19 @@ impl TokenStats {
     }
 }
 
+/// What a [`TokenManager`] is made of.
+pub struct ManagerParts {
+    pub server: String,
+    pub source: TokenSource,
+    pub validator: Option<JwtValidator>,
+    pub resilience: Resilience,
+    pub refresh_buffer: Duration,
+    pub runtime: tokio::runtime::Handle,
+    pub metrics: Arc<Metrics>,
+    /// The cluster's token cache (`CacheType: redis`).
+    pub shared: Option<SharedTokenStore>,
+}
+
 /// Told of every new token (header mode pushes it to the DICOMweb plugin).
 pub type TokenListener = Box<dyn Fn(&CachedToken) + Send + Sync>;
 
@@ -131,20 +151,24 @@ pub struct TokenManager {
     changed: tokio::sync::Notify,
     last_error: Mutex<Option<Error>>,
     listeners: Arc<Mutex<Vec<TokenListener>>>,
+    /// The cluster's token cache (`CacheType: redis`).
+    shared: Option<SharedTokenStore>,
     metrics: Arc<Metrics>,
     pub stats: TokenStats,
 }
 
 impl TokenManager {
-    pub fn new(
-        server: String,
-        source: TokenSource,
-        validator: Option<JwtValidator>,
-        resilience: Resilience,
-        refresh_buffer: Duration,
-        runtime: tokio::runtime::Handle,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: ManagerParts) -> Self {
+        let ManagerParts {
+            server,
+            source,
+            validator,
+            resilience,
+            refresh_buffer,
+            runtime,
+            metrics,
+            shared,
+        } = parts;
         let breaker = CircuitBreaker::new(
             resilience.circuit_breaker_enabled,
             resilience.circuit_breaker_failure_threshold,
@@ -164,6 +188,7 @@ impl TokenManager {
             changed: tokio::sync::Notify::new(),
             last_error: Mutex::new(None),
             listeners: Arc::new(Mutex::new(Vec::new())),
+            shared,
             stats,
             metrics,
         }
@@ -308,7 +333,7 @@ impl TokenManager {
             ));
         }
         let started = Instant::now();
-        let result = self.attempts().await;
+        let result = self.obtain().await;
         self.stats
             .acquisition_duration
             .observe(started.elapsed().as_secs_f64());
@@ -363,6 +388,71 @@ impl TokenManager {
                 Err(error)
             }
         }
+    }
+
+    /// A new token: from the cluster's shared cache when another instance just
+    /// fetched one, else from the provider — by one instance of the cluster at a
+    /// time (Redis lock), the others waiting for its token. Any Redis failure
+    /// falls back to this instance's own request: Redis never fails a request.
+    async fn obtain(&self) -> Result<Arc<CachedToken>, Error> {
+        let Some(store) = &self.shared else {
+            return self.attempts().await;
+        };
+        let ours = self.peek().map(|t| t.expires_at_unix);
+        if let Some(token) = self.shared_token(store, ours).await {
+            return Ok(token);
+        }
+        match store.try_lock(&self.server, SHARED_LOCK_TTL).await {
+            Ok(Some(lock)) => {
+                // Whoever held the lock before may have stored a token meanwhile.
+                let result = match self.shared_token(store, ours).await {
+                    Some(token) => Ok(token),
+                    None => {
+                        let result = self.attempts().await;
+                        if let Ok(token) = &result {
+                            let shared = SharedToken {
+                                value: token.value.clone(),
+                                expires_at_unix: token.expires_at_unix,
+                            };
+                            // The entry ends when callers stop using the token.
+                            let ttl = token.usable_until.saturating_duration_since(Instant::now());
+                            let _ = store.put(&self.server, &shared, ttl).await;
+                        }
+                        result
+                    }
+                };
+                let _ = store.unlock(&self.server, lock).await;
+                result
+            }
+            Ok(None) => {
+                // Another instance is fetching: wait (bounded) for its token.
+                let deadline = Instant::now() + SHARED_LOCK_WAIT;
+                while Instant::now() < deadline && store.available() {
+                    tokio::time::sleep(SHARED_POLL).await;
+                    if let Some(token) = self.shared_token(store, ours).await {
+                        return Ok(token);
+                    }
+                }
+                self.attempts().await
+            }
+            Err(_) => self.attempts().await,
+        }
+    }
+
+    /// The shared token, if it is newer than `ours` and not due for refresh yet.
+    async fn shared_token(
+        &self,
+        store: &SharedTokenStore,
+        ours: Option<u64>,
+    ) -> Option<Arc<CachedToken>> {
+        let shared = store.get(&self.server).await.ok()??;
+        if ours.is_some_and(|expiry| shared.expires_at_unix <= expiry) {
+            return None;
+        }
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        let lifetime = Duration::from_secs(shared.expires_at_unix.saturating_sub(now));
+        let token = CachedToken::new(shared.value, lifetime, self.refresh_buffer);
+        (token.refresh_at > Instant::now()).then(|| Arc::new(token))
     }
 
     async fn attempts(&self) -> Result<Arc<CachedToken>, Error> {

@@ -4,15 +4,16 @@
 pub mod jwt;
 pub mod manager;
 
-pub use manager::{CachedToken, TokenManager, TokenOrigin, TokenStats};
+pub use manager::{CachedToken, ManagerParts, TokenManager, TokenOrigin, TokenStats};
 
-use crate::config::{ClientAuth, Config, ServerConfig};
+use crate::config::{CacheConfig, ClientAuth, Config, ServerConfig};
 use crate::credentials::client_credentials::{ClientCredentials, Endpoint};
 use crate::credentials::discovery::Discovery;
 use crate::credentials::TokenSource;
 use crate::error::{Error, ErrorCode};
 use crate::http_client::{build_client, ClientSettings};
 use crate::metrics::Metrics;
+use crate::shared_cache::{SharedTokenStore, StoreConfig};
 use jwt::JwtValidator;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use std::sync::{Arc, Mutex};
 pub struct Engine {
     managers: Vec<Arc<TokenManager>>,
     metrics: Arc<Metrics>,
+    shared: Option<SharedTokenStore>,
     runtime: tokio::runtime::Handle,
     refreshers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     clients: HashMap<String, reqwest::Client>,
@@ -31,6 +33,7 @@ impl Engine {
     /// Anything invalid (a key that does not parse, an unreadable CA bundle) fails here.
     pub fn new(config: &Config, runtime: tokio::runtime::Handle) -> Result<Engine, Error> {
         let metrics = Arc::new(Metrics::new());
+        let shared = shared_store(config, &runtime)?;
         let mut shared_clients: HashMap<ClientSettings, reqwest::Client> = HashMap::new();
         let mut managers = Vec::new();
         let mut clients = HashMap::new();
@@ -50,11 +53,13 @@ impl Engine {
                 http,
                 runtime.clone(),
                 Arc::clone(&metrics),
+                shared.clone(),
             )?));
         }
         Ok(Engine {
             managers,
             metrics,
+            shared,
             runtime,
             refreshers: Mutex::new(Vec::new()),
             clients,
@@ -65,8 +70,20 @@ impl Engine {
         &self.metrics
     }
 
+    /// The shared (Redis) token cache, when configured.
+    pub fn shared_store(&self) -> Option<&SharedTokenStore> {
+        self.shared.as_ref()
+    }
+
     /// The Prometheus exposition, with the circuit breaker gauges read now.
     pub fn encode_metrics(&self) -> String {
+        if let Some(store) = &self.shared {
+            let state = store.state();
+            self.metrics
+                .shared_cache_available
+                .set(i64::from(state.available));
+            self.metrics.shared_cache_outages.set(state.outages as i64);
+        }
         for manager in &self.managers {
             self.metrics
                 .circuit_breaker_state
@@ -125,11 +142,36 @@ fn in_server(server: &ServerConfig, error: Error) -> Error {
     }
 }
 
+/// The Redis store of `CacheType: redis` (no I/O here: it connects on first use).
+fn shared_store(
+    config: &Config,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<SharedTokenStore>, Error> {
+    let CacheConfig::Redis {
+        url,
+        key_prefix,
+        encryption_key,
+        timeout,
+    } = &config.cache
+    else {
+        return Ok(None);
+    };
+    let _entered = runtime.enter();
+    let mut store = StoreConfig::new(
+        url.clone(),
+        StoreConfig::parse_encryption_key(encryption_key.expose())?,
+    );
+    store.key_prefix = key_prefix.clone();
+    store.timeout = *timeout;
+    SharedTokenStore::new(store).map(Some)
+}
+
 fn build_manager(
     server: &ServerConfig,
     http: reqwest::Client,
     runtime: tokio::runtime::Handle,
     metrics: Arc<Metrics>,
+    shared: Option<SharedTokenStore>,
 ) -> Result<TokenManager, Error> {
     let discovery = server
         .issuer
@@ -167,13 +209,14 @@ fn build_manager(
         Some(v) => Some(JwtValidator::new(&server.name, v, discovery, http)?),
         None => None,
     };
-    Ok(TokenManager::new(
-        server.name.clone(),
+    Ok(TokenManager::new(ManagerParts {
+        server: server.name.clone(),
         source,
         validator,
-        server.resilience.clone(),
-        server.refresh_buffer,
+        resilience: server.resilience.clone(),
+        refresh_buffer: server.refresh_buffer,
         runtime,
         metrics,
-    ))
+        shared,
+    }))
 }

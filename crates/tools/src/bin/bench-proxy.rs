@@ -1,7 +1,8 @@
 //! Proxy benchmark (`scripts/bench-proxy`): sends studies of ≥ 100 MB from
-//! Orthanc A to an OAuth-protected DICOMweb server, through the plugin's proxy
-//! route versus straight from the DICOMweb plugin with a static bearer header
-//! (the no-proxy limit), with 1 and 4 parallel senders, interleaved in one run.
+//! Orthanc A to an OAuth-protected DICOMweb server three ways — straight from
+//! the DICOMweb plugin with a static bearer header (the no-proxy limit),
+//! through the plugin's proxy route, and in the plugin's header mode — with 1
+//! and 4 parallel senders, interleaved in one run.
 //! Reports throughput, CPU seconds used by Orthanc A (/proc/PID/stat) and A's
 //! peak RSS during the sends (VmHWM, reset before each send).
 //!
@@ -167,45 +168,50 @@ fn main() {
         }}}))
         .start();
 
-    eprintln!(
-        "direct A: {}, proxied A: {}, B: {}, gateway: {}",
-        direct.url(""),
-        proxied.url(""),
-        b.url(""),
-        gateway.url
-    );
-    eprintln!(
-        "creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…"
-    );
+    // Header mode: the plugin registers "remote" itself, with a fresh Authorization header.
+    let header = OrthancBuilder::new()
+        .set("HttpTimeout", json!(600))
+        .set("ConcurrentJobs", json!(4))
+        .oauth(json!({"Servers": {"remote": {
+            "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
+            "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write",
+            "Mode": "header"
+        }}}))
+        .start();
+    testkit::wait_for("header mode registration", std::time::Duration::from_secs(30), || {
+        let servers = header.get("/dicom-web/servers?expand").json();
+        servers["remote"]["HttpHeaders"].to_string().contains("Authorization").then_some(())
+    });
+
+    eprintln!("creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…");
     let make = |a: &Orthanc| -> Vec<Study> {
         (0..4)
             .map(|i| create_study(a, &format!("BENCH-{i}"), instances, INSTANCE_MB << 20))
             .collect()
     };
-    let direct_studies = make(&direct);
-    let proxied_studies = make(&proxied);
+    let paths: [(&str, &Orthanc, Vec<Study>); 3] = [
+        ("direct (static header)", &direct, make(&direct)),
+        ("proxy mode (plugin)", &proxied, make(&proxied)),
+        ("header mode (plugin)", &header, make(&header)),
+    ];
 
     println!("| senders | path | throughput MB/s | Orthanc A CPU s | Orthanc A peak RSS MB |");
     println!("|---|---|---|---|---|");
     let mut summary = Vec::new();
     for parallel in [1usize, 4] {
-        let mut results: [Vec<Sample>; 2] = [Vec::new(), Vec::new()];
+        let mut results: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new(), Vec::new()];
         for rep in 0..repetitions {
-            // Alternate which path goes first, so drift on a noisy machine hits both.
-            let order: [usize; 2] = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
-            for which in order {
-                let (a, studies) = if which == 0 {
-                    (&direct, &direct_studies)
-                } else {
-                    (&proxied, &proxied_studies)
-                };
+            // Rotate which path goes first, so drift on a noisy machine hits all of them.
+            for k in 0..paths.len() {
+                let which = (k + rep) % paths.len();
+                let (_, a, studies) = &paths[which];
                 results[which].push(send(a, "remote", &studies[..parallel], ticks));
                 clear_remote(&b);
             }
         }
         let mb = (study_mb * parallel) as f64;
         let mut medians = Vec::new();
-        for (which, name) in [(0, "direct (static header)"), (1, "proxy (plugin)")] {
+        for (which, (name, _, _)) in paths.iter().enumerate() {
             let r = &results[which];
             let throughput = median(r.iter().map(|s| mb / s.seconds).collect());
             let cpu = median(r.iter().map(|s| s.cpu_seconds).collect());
@@ -213,17 +219,23 @@ fn main() {
             println!("| {parallel} | {name} | {throughput:.1} | {cpu:.2} | {rss:.0} |");
             medians.push((throughput, cpu, rss));
         }
-        summary.push((
-            parallel,
-            medians[1].0 / medians[0].0,
-            medians[1].1 / medians[0].1,
-            medians[1].2 / medians[0].2,
-        ));
+        for which in [1, 2] {
+            summary.push((
+                parallel,
+                paths[which].0,
+                medians[which].0 / medians[0].0,
+                medians[which].1 / medians[0].1,
+                medians[which].2 / medians[0].2,
+            ));
+        }
     }
-    println!("\n| senders | throughput proxy/direct (target ≥ 0.9) | CPU proxy/direct (≤ 1.5) | peak RSS proxy/direct (≤ 1.15) |");
-    println!("|---|---|---|---|");
-    for (parallel, t, c, r) in summary {
-        println!("| {parallel} | {t:.2} | {c:.2} | {r:.2} |");
+    println!("\n| senders | path | throughput / direct (target ≥ 0.9) | CPU / direct (≤ 1.5) | peak RSS / direct (≤ 1.15) |");
+    println!("|---|---|---|---|---|");
+    for (parallel, name, t, c, r) in summary {
+        println!("| {parallel} | {name} | {t:.2} | {c:.2} | {r:.2} |");
     }
-    println!("\n(medians of {repetitions} interleaved runs; studies of {study_mb} MB; token requests at the provider: {})", idp.token_requests());
+    println!(
+        "\n(medians of {repetitions} interleaved runs; studies of {study_mb} MB; token requests at the provider: {})",
+        idp.token_requests()
+    );
 }
