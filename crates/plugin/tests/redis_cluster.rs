@@ -35,7 +35,10 @@ fn bearer_tokens(upstream: &FaultServer) -> BTreeSet<String> {
     upstream
         .requests()
         .iter()
-        .filter_map(|r| r.header("authorization").map(|a| a.trim_start_matches("Bearer ").to_owned()))
+        .filter_map(|r| {
+            r.header("authorization")
+                .map(|a| a.trim_start_matches("Bearer ").to_owned())
+        })
         .collect()
 }
 
@@ -69,8 +72,10 @@ fn traffic(nodes: &[(Orthanc, FaultServer)], duration: Duration) -> usize {
 #[test]
 fn one_token_request_per_lifetime_for_the_whole_cluster() {
     let redis = RedisServer::start();
-    let idp = Idp::start(&json!({"accessTokenTtl": TTL, "clients": [{"client_id": "orthanc", "client_secret": SECRET,
-        "token_endpoint_auth_method": "client_secret_post"}]}));
+    let idp = Idp::start(
+        &json!({"accessTokenTtl": TTL, "clients": [{"client_id": "orthanc", "client_secret": SECRET,
+        "token_endpoint_auth_method": "client_secret_post"}]}),
+    );
     let nodes = cluster(&redis, &idp);
     let started = Instant::now();
     let sent = traffic(&nodes, Duration::from_secs(3 * TTL));
@@ -78,13 +83,29 @@ fn one_token_request_per_lifetime_for_the_whole_cluster() {
     let requests = idp.token_requests() as usize;
     // A token is replaced 2 s before it expires: one request per (TTL - 2) s, plus the first.
     let max = (elapsed / (TTL - 2) as f64).ceil() as usize + 1;
-    assert!(requests >= 3, "{requests} token requests: no refresh happened");
-    assert!(requests <= max, "{requests} token requests in {elapsed:.1} s for the cluster (at most {max})");
+    assert!(
+        requests >= 3,
+        "{requests} token requests: no refresh happened"
+    );
+    assert!(
+        requests <= max,
+        "{requests} token requests in {elapsed:.1} s for the cluster (at most {max})"
+    );
     let per_node: Vec<BTreeSet<String>> = nodes.iter().map(|(_, up)| bearer_tokens(up)).collect();
     let union: BTreeSet<&String> = per_node.iter().flatten().collect();
-    assert_eq!(union.len(), requests, "every token the provider issued was the cluster's");
-    let shared_by_all = per_node[0].iter().filter(|t| per_node[1].contains(*t) && per_node[2].contains(*t)).count();
-    assert!(shared_by_all + 1 >= requests, "instances used different tokens: {shared_by_all} shared of {requests}");
+    assert_eq!(
+        union.len(),
+        requests,
+        "every token the provider issued was the cluster's"
+    );
+    let shared_by_all = per_node[0]
+        .iter()
+        .filter(|t| per_node[1].contains(*t) && per_node[2].contains(*t))
+        .count();
+    assert!(
+        shared_by_all + 1 >= requests,
+        "instances used different tokens: {shared_by_all} shared of {requests}"
+    );
     assert!(sent > 100);
 
     // What Redis holds: encrypted, no token, no secret.
@@ -93,7 +114,10 @@ fn one_token_request_per_lifetime_for_the_whole_cluster() {
     for key in keys.lines().filter(|k| !k.is_empty()) {
         let raw = redis.cli(&["GET", key]);
         for token in &union {
-            assert!(!raw.contains(token.as_str()), "a token is stored in clear under {key}");
+            assert!(
+                !raw.contains(token.as_str()),
+                "a token is stored in clear under {key}"
+            );
         }
         testkit::assert_no_secrets("Redis", &raw, &[SECRET, KEY]);
     }
@@ -109,8 +133,10 @@ fn shared_cache_state(orthanc: &Orthanc) -> Value {
 #[test]
 fn no_request_fails_while_redis_is_down_and_redis_is_used_again_when_back() {
     let mut redis = RedisServer::start();
-    let idp = Idp::start(&json!({"accessTokenTtl": 4, "clients": [{"client_id": "orthanc", "client_secret": SECRET,
-        "token_endpoint_auth_method": "client_secret_post"}]}));
+    let idp = Idp::start(
+        &json!({"accessTokenTtl": 4, "clients": [{"client_id": "orthanc", "client_secret": SECRET,
+        "token_endpoint_auth_method": "client_secret_post"}]}),
+    );
     let nodes = cluster(&redis, &idp);
     traffic(&nodes, Duration::from_secs(2));
     assert_eq!(shared_cache_state(&nodes[0].0)["available"], true);
@@ -118,31 +144,58 @@ fn no_request_fails_while_redis_is_down_and_redis_is_used_again_when_back() {
     redis.stop();
     // Through at least one token lifetime without Redis: every request still succeeds.
     traffic(&nodes, Duration::from_secs(6));
-    testkit::wait_for("the outage to show in the status", Duration::from_secs(10), || {
-        (shared_cache_state(&nodes[0].0)["available"] == false).then_some(())
-    });
+    testkit::wait_for(
+        "the outage to show in the status",
+        Duration::from_secs(10),
+        || (shared_cache_state(&nodes[0].0)["available"] == false).then_some(()),
+    );
     let metrics = nodes[0].0.get("/dicomweb-oauth/metrics").text();
-    assert!(metrics.contains("dicomweb_oauth_shared_cache_available 0"), "{metrics}");
+    assert!(
+        metrics.contains("dicomweb_oauth_shared_cache_available 0"),
+        "{metrics}"
+    );
     let outage_warnings = testkit::plugin_log_lines(&nodes[0].0.log())
         .iter()
-        .filter(|l| l["level"] == "WARNING" && l["message"].as_str().unwrap_or("").contains("Redis unavailable"))
+        .filter(|l| {
+            l["level"] == "WARNING"
+                && l["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("Redis unavailable")
+        })
         .count();
-    assert_eq!(outage_warnings, 1, "one warning per outage, not per request");
+    assert_eq!(
+        outage_warnings, 1,
+        "one warning per outage, not per request"
+    );
 
     redis.start_again();
-    testkit::wait_for("instances to use Redis again", Duration::from_secs(20), || {
-        let back = nodes.iter().all(|(o, _)| shared_cache_state(o)["available"] == true);
-        if !back {
-            // Token refreshes are what touch Redis: keep traffic flowing.
-            for (o, _) in &nodes {
-                assert_eq!(o.get("/oauth-dicom-web/servers/cloud/studies").status, 200);
+    testkit::wait_for(
+        "instances to use Redis again",
+        Duration::from_secs(20),
+        || {
+            let back = nodes
+                .iter()
+                .all(|(o, _)| shared_cache_state(o)["available"] == true);
+            if !back {
+                // Token refreshes are what touch Redis: keep traffic flowing.
+                for (o, _) in &nodes {
+                    assert_eq!(o.get("/oauth-dicom-web/servers/cloud/studies").status, 200);
+                }
             }
-        }
-        back.then_some(())
-    });
+            back.then_some(())
+        },
+    );
     let state = shared_cache_state(&nodes[0].0);
     assert!(state["outages"].as_u64().unwrap() >= 1, "{state}");
-    testkit::wait_for("a token stored in Redis again", Duration::from_secs(15), || {
-        redis.cli(&["--scan"]).contains("orthanc:dicomweb-oauth:").then_some(())
-    });
+    testkit::wait_for(
+        "a token stored in Redis again",
+        Duration::from_secs(15),
+        || {
+            redis
+                .cli(&["--scan"])
+                .contains("orthanc:dicomweb-oauth:")
+                .then_some(())
+        },
+    );
 }

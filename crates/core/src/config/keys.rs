@@ -280,6 +280,12 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         "Base64 of 32 random bytes (e.g. openssl rand -base64 32, usually given as ${VAR}): tokens in Redis are encrypted and authenticated with it (AES-256-GCM). Required with CacheType redis; \"none\" stores them in clear (warned).",
     ))),
     added(key(
+        "RedisCaFile",
+        Kind::Str,
+        Default::None,
+        "For rediss://: a PEM file of the CA certificates to trust instead of the system's.",
+    )),
+    added(key(
         "RedisTimeout",
         Kind::Number { min: 0.01, max: 10.0 },
         Default::Number(0.25),

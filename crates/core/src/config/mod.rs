@@ -233,6 +233,8 @@ pub enum CacheConfig {
         /// `CacheEncryptionKey` as written (checked at load): base64 of 32 bytes, or "none".
         encryption_key: Secret,
         timeout: Duration,
+        /// `RedisCaFile`, for `rediss://`.
+        ca_file: Option<PathBuf>,
     },
 }
 
@@ -488,6 +490,10 @@ fn parse_section(
                 key_prefix: r.opt_str("RedisKeyPrefix")?.unwrap_or_default(),
                 encryption_key,
                 timeout: Duration::from_secs_f64(r.number("RedisTimeout")?),
+                ca_file: match r.opt_nonempty("RedisCaFile")? {
+                    Some(path) => Some(existing_file(&r, "RedisCaFile", &path)?),
+                    None => None,
+                },
             }
         }
         _ => CacheConfig::Memory,

@@ -272,6 +272,26 @@ fn server_names_are_path_safe() {
 }
 
 #[test]
+fn redis_requires_an_encryption_key_or_an_explicit_none() {
+    let e = err(
+        json!({"CacheType": "redis", "RedisUrl": "redis://127.0.0.1/0", "Servers": {"pacs": minimal_server()}}),
+    );
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg001, "DicomWebOAuth.CacheEncryptionKey")
+    );
+    let e = err(
+        json!({"CacheType": "redis", "RedisUrl": "redis://127.0.0.1/0", "CacheEncryptionKey": "short",
+                       "Servers": {"pacs": minimal_server()}}),
+    );
+    assert_eq!(e.code, ErrorCode::Cfg002);
+    assert!(!e.to_string().contains("short"), "{e}");
+    let c = load_section(json!({"CacheType": "redis", "RedisUrl": "redis://127.0.0.1/0", "CacheEncryptionKey": "none",
+                                "Servers": {"pacs": minimal_server()}})).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("IN CLEAR")));
+}
+
+#[test]
 fn redis_requires_a_redis_url() {
     let e = err(json!({"CacheType": "redis", "Servers": {"pacs": minimal_server()}}));
     assert_eq!(
@@ -289,7 +309,7 @@ fn formatting_a_config_never_prints_a_secret() {
     let pem = "-----BEGIN PRIVATE KEY-----\nMIIEsecretkeymaterial\n-----END PRIVATE KEY-----";
     let c = load(
         &json!({"DicomWebOAuth": {
-        "CacheType": "redis", "RedisUrl": "redis://:redis-password-77@127.0.0.1/0",
+        "CacheType": "redis", "RedisUrl": "redis://:redis-password-77@127.0.0.1/0", "CacheEncryptionKey": "c2VjcmV0LWtleS0zMi1ieXRlcy1sb25nLWVub3VnaCE=",
         "Servers": {
             "a": minimal_server(),
             "b": {"Url": "https://b/x", "TokenEndpoint": "https://i/t", "ClientId": "c",
@@ -309,6 +329,7 @@ fn formatting_a_config_never_prints_a_secret() {
             "secretkeymaterial",
             "pubkeymaterial",
             "redis-password-77",
+            "c2VjcmV0LWtleS0zMi1ieXRlcy1sb25nLWVub3VnaCE",
         ] {
             assert!(!text.contains(secret), "{secret} leaked");
         }

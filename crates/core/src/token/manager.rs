@@ -153,6 +153,9 @@ pub struct TokenManager {
     listeners: Arc<Mutex<Vec<TokenListener>>>,
     /// The cluster's token cache (`CacheType: redis`).
     shared: Option<SharedTokenStore>,
+    /// Expiry of the last token dropped by [`Self::invalidate`]: a shared token
+    /// must be newer than it to be used.
+    dropped_expiry: Mutex<Option<u64>>,
     metrics: Arc<Metrics>,
     pub stats: TokenStats,
 }
@@ -189,6 +192,7 @@ impl TokenManager {
             last_error: Mutex::new(None),
             listeners: Arc::new(Mutex::new(Vec::new())),
             shared,
+            dropped_expiry: Mutex::new(None),
             stats,
             metrics,
         }
@@ -256,7 +260,20 @@ impl TokenManager {
 
     /// Drops the cached token (the remote answered 401), so the next caller fetches.
     pub fn invalidate(&self) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+        let dropped = self
+            .current
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(dropped) = dropped {
+            // The shared cache may still hold this (refused) token: only a newer
+            // one is taken from it. (Not deleted there: a delete racing with the
+            // store of a fresh token could remove the fresh one.)
+            *self
+                .dropped_expiry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(dropped.expires_at_unix);
+        }
         self.changed.notify_waiters();
     }
 
@@ -398,7 +415,10 @@ impl TokenManager {
         let Some(store) = &self.shared else {
             return self.attempts().await;
         };
-        let ours = self.peek().map(|t| t.expires_at_unix);
+        let ours = self.peek().map(|t| t.expires_at_unix).or(*self
+            .dropped_expiry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()));
         if let Some(token) = self.shared_token(store, ours).await {
             return Ok(token);
         }

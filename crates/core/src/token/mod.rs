@@ -152,6 +152,7 @@ fn shared_store(
         key_prefix,
         encryption_key,
         timeout,
+        ca_file,
     } = &config.cache
     else {
         return Ok(None);
@@ -163,6 +164,7 @@ fn shared_store(
     );
     store.key_prefix = key_prefix.clone();
     store.timeout = *timeout;
+    store.ca_file = ca_file.clone();
     SharedTokenStore::new(store).map(Some)
 }
 

@@ -50,7 +50,14 @@ pub fn config_with(server: Value, orthanc: Value) -> Config {
     if full.is_null() {
         full = json!({});
     }
-    full["DicomWebOAuth"] = json!({"ConfigVersion": "2.0", "Servers": {"s": server}});
+    // Section keys given by the caller (e.g. CacheType) are kept beside the server.
+    let mut section = match full.get("DicomWebOAuth") {
+        Some(Value::Object(extra)) => Value::Object(extra.clone()),
+        _ => json!({}),
+    };
+    section["ConfigVersion"] = json!("2.0");
+    section["Servers"] = json!({"s": server});
+    full["DicomWebOAuth"] = section;
     config::load(&full, &|_| None).unwrap().unwrap()
 }
 

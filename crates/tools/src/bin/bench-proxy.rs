@@ -178,12 +178,21 @@ fn main() {
             "Mode": "header"
         }}}))
         .start();
-    testkit::wait_for("header mode registration", std::time::Duration::from_secs(30), || {
-        let servers = header.get("/dicom-web/servers?expand").json();
-        servers["remote"]["HttpHeaders"].to_string().contains("Authorization").then_some(())
-    });
+    testkit::wait_for(
+        "header mode registration",
+        std::time::Duration::from_secs(30),
+        || {
+            let servers = header.get("/dicom-web/servers?expand").json();
+            servers["remote"]["HttpHeaders"]
+                .to_string()
+                .contains("Authorization")
+                .then_some(())
+        },
+    );
 
-    eprintln!("creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…");
+    eprintln!(
+        "creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…"
+    );
     let make = |a: &Orthanc| -> Vec<Study> {
         (0..4)
             .map(|i| create_study(a, &format!("BENCH-{i}"), instances, INSTANCE_MB << 20))
