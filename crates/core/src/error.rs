@@ -162,6 +162,14 @@ impl Error {
         }
     }
 
+    /// The message without the code prefix (to wrap it in another error).
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Config(e) => &e.message,
+            Error::Coded { message, .. } => message,
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::Config(e) => e.code,

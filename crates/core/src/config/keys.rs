@@ -198,6 +198,34 @@ pub const SERVER_KEYS: &[KeySpec] = &[
         Default::None,
         "Passed to the DICOMweb plugin's server entry.",
     )),
+    added(key(
+        "ServiceAccountFile",
+        Kind::Str,
+        Default::None,
+        "google: the service-account JSON key file (else GOOGLE_APPLICATION_CREDENTIALS, else the metadata server).",
+    )),
+    added(key("Project", Kind::Str, Default::None, "google: Healthcare API project (with Location, Dataset, DicomStore instead of Url).")),
+    added(key("Location", Kind::Str, Default::None, "google: Healthcare API location, e.g. europe-west4.")),
+    added(key("Dataset", Kind::Str, Default::None, "google: Healthcare API dataset.")),
+    added(key("DicomStore", Kind::Str, Default::None, "google: Healthcare API DICOM store.")),
+    added(key(
+        "ClientCertificate",
+        Kind::Str,
+        Default::None,
+        "azure: PEM file with the client certificate and its private key (Entra certificate credential, instead of ClientSecret).",
+    )),
+    added(key(
+        "ManagedIdentityClientId",
+        Kind::Str,
+        Default::None,
+        "azuremanagedidentity: client id of a user-assigned identity (default: the system-assigned one).",
+    )),
+    added(key(
+        "ImdsEndpoint",
+        Kind::HttpUrl,
+        Default::None,
+        "azuremanagedidentity: the instance metadata token endpoint (default http://169.254.169.254/metadata/identity/oauth2/token).",
+    )),
 ];
 
 pub const GLOBAL_KEYS: &[KeySpec] = &[

@@ -13,6 +13,7 @@ pub mod migrate;
 mod reader;
 pub mod schema;
 
+use crate::credentials::{azure, google};
 use crate::error::ErrorCode;
 use crate::secret::Secret;
 use reader::Reader;
@@ -164,6 +165,8 @@ pub struct ClientAssertion {
     pub algorithm: &'static str,
     pub key_id: Option<String>,
     pub x5t: Option<String>,
+    /// `x5t#S256` (Entra certificate credentials).
+    pub x5t_s256: Option<String>,
 }
 
 /// How to validate the access tokens a provider returns.
@@ -173,6 +176,8 @@ pub struct JwtValidation {
     pub public_key: Option<Secret>,
     pub audience: Option<String>,
     pub issuer: Option<String>,
+    /// More accepted `iss` values (Entra's v1 and v2 forms).
+    pub extra_issuers: Vec<String>,
     pub algorithms: Vec<&'static str>,
 }
 
@@ -207,11 +212,28 @@ pub struct ServerConfig {
     /// `None` when validation is disabled or not configured.
     pub jwt_validation: Option<JwtValidation>,
     pub resilience: Resilience,
+    /// Where a cloud provider's credentials come from (Google, Azure managed identity).
+    pub cloud: CloudCredential,
     pub mode: Mode,
     /// Register in the DICOMweb plugin at start-up (`AutoRegister`).
     pub auto_register: bool,
     /// Options passed through to the DICOMweb plugin's server entry.
     pub dicomweb_options: Vec<(String, Value)>,
+}
+
+/// Credentials of providers that do not use OAuth2 client credentials.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CloudCredential {
+    None,
+    /// A Google service-account key file (JWT-bearer grant).
+    GoogleServiceAccount(PathBuf),
+    /// The GCE/GKE metadata server.
+    GoogleMetadataServer,
+    /// Azure managed identity: App Service, IMDS or workload identity (from the environment).
+    AzureManagedIdentity {
+        client_id: Option<String>,
+        imds_endpoint: Option<Url>,
+    },
 }
 
 /// How the DICOMweb plugin gets this server's credentials.
@@ -371,7 +393,7 @@ pub fn load_with_raw_section(
         ));
     };
     let migration = migrate::migrate_to_v2(&mut section);
-    parse_section(&section, orthanc, migration).map(Some)
+    parse_section(&section, orthanc, migration, env).map(Some)
 }
 
 fn orthanc_settings(config: &Value) -> OrthancSettings {
@@ -436,6 +458,7 @@ fn parse_section(
     section: &Map<String, Value>,
     orthanc: OrthancSettings,
     migration: Migration,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
     let r = Reader::new(section, keys::GLOBAL_KEYS, SECTION.to_owned(), None)?;
     r.enumerated("ConfigVersion")?;
@@ -539,6 +562,7 @@ fn parse_section(
             &server,
             global_resilience.as_ref(),
             &mut warnings,
+            env,
         )?);
     }
     let mut proxy_allowed_clients = Vec::new();
@@ -630,9 +654,9 @@ fn parse_server(
     r: &Reader<'_>,
     global_resilience: Option<&Reader<'_>>,
     warnings: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<ServerConfig, ConfigError> {
-    let url = r.opt_http_url("Url")?.ok_or_else(|| r.missing("Url", ""))?;
-    let issuer = r.opt_http_url("Issuer")?;
+    let mut issuer = r.opt_http_url("Issuer")?;
     let tenant_id = r.opt_nonempty("TenantId")?;
     let mut token_endpoint = r.opt_http_url("TokenEndpoint")?;
     let provider = match r.enumerated("ProviderType")? {
@@ -645,9 +669,39 @@ fn parse_server(
         _ => match token_endpoint.as_ref().or(issuer.as_ref()) {
             Some(endpoint) => ProviderType::detect(endpoint),
             None if tenant_id.is_some() => ProviderType::Azure,
+            None if r.contains("ServiceAccountFile") || r.contains("Project") => {
+                ProviderType::Google
+            }
             None => ProviderType::Generic,
         },
     };
+    let url = match r.opt_http_url("Url")? {
+        Some(url) => url,
+        None if provider == ProviderType::Google && r.contains("Project") => {
+            let part = |key: &str| -> Result<String, ConfigError> {
+                r.opt_nonempty(key)?.ok_or_else(|| r.missing(key, " (the Healthcare API URL is built from Project, Location, Dataset and DicomStore)"))
+            };
+            google::healthcare_dicomweb_url(
+                None,
+                &part("Project")?,
+                &part("Location")?,
+                &part("Dataset")?,
+                &part("DicomStore")?,
+            )
+            .map_err(|e| r.error(ErrorCode::Cfg002, "Project", e.message()))?
+        }
+        None => return Err(r.missing("Url", "")),
+    };
+    let mut scope = r.opt_str("Scope")?.unwrap_or_default().trim().to_owned();
+    if scope.is_empty() {
+        match provider {
+            ProviderType::Google => scope = google::HEALTHCARE_SCOPE.to_owned(),
+            ProviderType::Azure | ProviderType::AzureManagedIdentity => {
+                scope = azure::DICOM_SCOPE.to_owned()
+            }
+            _ => {}
+        }
+    }
     if provider == ProviderType::Azure && token_endpoint.is_none() && issuer.is_none() {
         if let Some(tenant) = &tenant_id {
             token_endpoint = Some(
@@ -671,13 +725,60 @@ fn parse_server(
         if client_id.is_none() {
             return Err(r.missing("ClientId", ""));
         }
-        parse_client_auth(r, client_secret)?
+        match r.opt_nonempty("ClientCertificate")? {
+            Some(path) if provider == ProviderType::Azure => {
+                let cert = azure::CertificateCredential::from_file(Path::new(&path))
+                    .map_err(|e| r.error(ErrorCode::Cfg002, "ClientCertificate", e.message()))?;
+                ClientAuth::PrivateKeyJwt(ClientAssertion {
+                    key: cert.key_pem,
+                    algorithm: cert.algorithm,
+                    key_id: None,
+                    x5t: Some(cert.x5t),
+                    x5t_s256: Some(cert.x5t_s256),
+                })
+            }
+            Some(_) => {
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    "ClientCertificate",
+                    "only used with ProviderType azure (use ClientAssertionKeyFile for private_key_jwt elsewhere)",
+                ))
+            }
+            None => parse_client_auth(r, client_secret)?,
+        }
     } else {
         ClientAuth::None
     };
+    let cloud = match provider {
+        ProviderType::Google => match r
+            .opt_nonempty("ServiceAccountFile")?
+            .map(PathBuf::from)
+            .or_else(|| google::default_credentials_file(env))
+        {
+            Some(file) => CloudCredential::GoogleServiceAccount(file),
+            None => CloudCredential::GoogleMetadataServer,
+        },
+        ProviderType::AzureManagedIdentity => CloudCredential::AzureManagedIdentity {
+            client_id: r.opt_nonempty("ManagedIdentityClientId")?,
+            imds_endpoint: r.opt_http_url("ImdsEndpoint")?,
+        },
+        _ => CloudCredential::None,
+    };
 
     let tls = parse_tls(r, warnings, name)?;
-    let jwt_validation = parse_jwt_validation(r, issuer.is_some())?;
+    let mut jwt_validation = parse_jwt_validation(r, issuer.is_some())?;
+    if provider == ProviderType::Azure
+        && jwt_validation.is_none()
+        && !r.bool("DisableJWTValidation")?
+    {
+        jwt_validation = azure_validation(name, tenant_id.as_deref(), &scope, warnings);
+        if jwt_validation.is_some() && issuer.is_none() {
+            // The tenant's JWKS comes from discovery of its v2 issuer.
+            issuer = tenant_id
+                .as_deref()
+                .and_then(|t| Url::parse(&azure::issuer(t)).ok());
+        }
+    }
 
     let mut resilience_readers: Vec<&Reader<'_>> = Vec::new();
     let own = r.opt_object("ResilienceConfig")?;
@@ -696,7 +797,8 @@ fn parse_server(
         issuer,
         client_id,
         client_auth,
-        scope: r.opt_str("Scope")?.unwrap_or_default().trim().to_owned(),
+        scope,
+        cloud,
         audience: r.opt_nonempty("Audience")?,
         resource: r.opt_nonempty("Resource")?,
         tenant_id,
@@ -713,6 +815,36 @@ fn parse_server(
         },
         auto_register: r.bool("AutoRegister")?,
         dicomweb_options: dicomweb_options(r)?,
+    })
+}
+
+/// Entra ID tokens are validated by default: signature by the tenant's JWKS,
+/// issuer as Entra writes it (v2 or v1 form), audience = the scope without `/.default`.
+fn azure_validation(
+    name: &str,
+    tenant: Option<&str>,
+    scope: &str,
+    warnings: &mut Vec<String>,
+) -> Option<JwtValidation> {
+    let Some(issuers) = tenant.and_then(azure::accepted_issuers) else {
+        warnings.push(format!(
+            "server '{name}': TenantId is not a GUID, so Entra tokens cannot be checked against their issuer; \
+             JWT validation is off (set TenantId to the tenant's GUID, or DisableJWTValidation to silence this)"
+        ));
+        return None;
+    };
+    let audience = azure::audience_from_scope(scope);
+    if audience.is_none() {
+        warnings.push(format!(
+            "server '{name}': no audience can be derived from Scope '{scope}': tokens are validated without an audience check (set JWTAudience)"
+        ));
+    }
+    Some(JwtValidation {
+        public_key: None,
+        audience,
+        issuer: None,
+        extra_issuers: issuers,
+        algorithms: vec!["RS256"],
     })
 }
 
@@ -783,6 +915,7 @@ fn parse_client_auth(r: &Reader<'_>, secret: Option<Secret>) -> Result<ClientAut
             algorithm: r.enumerated("ClientAssertionAlgorithm")?,
             key_id: r.opt_nonempty("ClientAssertionKeyId")?,
             x5t: r.opt_nonempty("ClientAssertionX5t")?,
+            x5t_s256: None,
         }));
     }
     let secret = secret.ok_or_else(|| r.missing("ClientSecret", ""))?;
@@ -887,6 +1020,7 @@ fn parse_jwt_validation(
         public_key,
         audience,
         issuer,
+        extra_issuers: Vec::new(),
         algorithms,
     }))
 }

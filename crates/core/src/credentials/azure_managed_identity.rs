@@ -252,15 +252,18 @@ impl ManagedIdentity {
                 let endpoint = azure::token_endpoint_at(authority_host, tenant_id)
                     .map_err(FetchError::fatal)?;
                 let assertion = read_token_file(token_file).map_err(FetchError::fatal)?;
-                let mut form = url::form_urlencoded::Serializer::new(String::new());
-                form.append_pair("grant_type", "client_credentials")
-                    .append_pair("client_id", client_id);
-                if !scope.trim().is_empty() {
-                    form.append_pair("scope", scope.trim());
-                }
-                form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
-                    .append_pair("client_assertion", assertion.expose());
-                let body = Zeroizing::new(form.finish());
+                // The serializer is not Send: build the body before any await.
+                let body = {
+                    let mut form = url::form_urlencoded::Serializer::new(String::new());
+                    form.append_pair("grant_type", "client_credentials")
+                        .append_pair("client_id", client_id);
+                    if !scope.trim().is_empty() {
+                        form.append_pair("scope", scope.trim());
+                    }
+                    form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                        .append_pair("client_assertion", assertion.expose());
+                    Zeroizing::new(form.finish())
+                };
                 let request = http
                     .post(endpoint)
                     .header(

@@ -199,7 +199,7 @@ fn assertion_auth(server: &str, assertion: &ClientAssertion) -> Result<Auth, Err
         key_id: assertion.key_id.clone(),
         x5t: assertion.x5t.clone(),
         // Set by Entra certificate credentials (credentials::azure::CertificateCredential).
-        x5t_s256: None,
+        x5t_s256: assertion.x5t_s256.clone(),
     })
 }
 

@@ -55,7 +55,25 @@ impl FetchError {
 
 /// How one server obtains its tokens.
 pub enum TokenSource {
+    /// OAuth2 client credentials (generic, Keycloak, Entra ID with a secret or a certificate).
     ClientCredentials(client_credentials::ClientCredentials),
+    /// A Google service account (JWT-bearer grant).
+    GoogleServiceAccount {
+        account: google::ServiceAccount,
+        scope: String,
+        http: reqwest::Client,
+    },
+    /// The GCE/GKE metadata server.
+    GoogleMetadata {
+        server: google::MetadataServer,
+        http: reqwest::Client,
+    },
+    /// Azure managed identity (IMDS, App Service / Container Apps, workload identity).
+    AzureManagedIdentity {
+        identity: azure_managed_identity::ManagedIdentity,
+        scope: String,
+        http: reqwest::Client,
+    },
 }
 
 impl TokenSource {
@@ -63,6 +81,17 @@ impl TokenSource {
     pub async fn fetch(&self) -> Result<FetchedToken, FetchError> {
         match self {
             TokenSource::ClientCredentials(c) => c.fetch().await,
+            TokenSource::GoogleServiceAccount {
+                account,
+                scope,
+                http,
+            } => account.fetch(http, scope).await,
+            TokenSource::GoogleMetadata { server, http } => server.fetch(http).await,
+            TokenSource::AzureManagedIdentity {
+                identity,
+                scope,
+                http,
+            } => identity.fetch(http, scope).await,
         }
     }
 }

@@ -40,7 +40,8 @@ struct JwksCache {
 pub struct JwtValidator {
     algorithms: Vec<Algorithm>,
     audience: Option<String>,
-    issuer: Option<String>,
+    /// Accepted `iss` values (none: not checked).
+    issuers: Vec<String>,
     keys: Keys,
 }
 
@@ -96,14 +97,22 @@ impl JwtValidator {
                 ))
             }
         };
-        let issuer = config
+        let mut issuers: Vec<String> = config
             .issuer
             .clone()
-            .or_else(|| discovery.map(|d| d.issuer().as_str().trim_end_matches('/').to_owned()));
+            .or_else(|| {
+                discovery
+                    .as_ref()
+                    .map(|d| d.issuer().as_str().trim_end_matches('/').to_owned())
+            })
+            .into_iter()
+            .collect();
+        issuers.extend(config.extra_issuers.iter().cloned());
+        issuers.dedup();
         Ok(JwtValidator {
             algorithms,
             audience: config.audience.clone(),
-            issuer,
+            issuers,
             keys,
         })
     }
@@ -127,8 +136,8 @@ impl JwtValidator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        if let Some(iss) = &self.issuer {
-            validation.set_issuer(&[iss]);
+        if !self.issuers.is_empty() {
+            validation.set_issuer(&self.issuers);
         }
         let check = |key: &DecodingKey| {
             jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map(|_| ())

@@ -6,9 +6,11 @@ pub mod manager;
 
 pub use manager::{CachedToken, ManagerParts, TokenManager, TokenOrigin, TokenStats};
 
-use crate::config::{CacheConfig, ClientAuth, Config, ServerConfig};
+use crate::config::{CacheConfig, ClientAuth, CloudCredential, Config, ServerConfig};
+use crate::credentials::azure_managed_identity::ManagedIdentity;
 use crate::credentials::client_credentials::{ClientCredentials, Endpoint};
 use crate::credentials::discovery::Discovery;
+use crate::credentials::google;
 use crate::credentials::TokenSource;
 use crate::error::{Error, ErrorCode};
 use crate::http_client::{build_client, ClientSettings};
@@ -17,6 +19,7 @@ use crate::shared_cache::{SharedTokenStore, StoreConfig};
 use jwt::JwtValidator;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Every server's token manager, and their background refreshers.
 pub struct Engine {
@@ -168,6 +171,56 @@ fn shared_store(
     SharedTokenStore::new(store).map(Some)
 }
 
+/// The token source of a provider that does not use client credentials.
+fn cloud_source(server: &ServerConfig, http: &reqwest::Client) -> Result<TokenSource, Error> {
+    // Metadata endpoints must be reached directly: they refuse proxied requests.
+    let direct = || google::metadata_http_client(server.timeout.unwrap_or(Duration::from_secs(30)));
+    let named = |e: Error| in_server(server, e);
+    Ok(match &server.cloud {
+        CloudCredential::GoogleServiceAccount(file) => TokenSource::GoogleServiceAccount {
+            account: google::ServiceAccount::from_file(file).map_err(named)?,
+            scope: server.scope.clone(),
+            http: http.clone(),
+        },
+        CloudCredential::GoogleMetadataServer => TokenSource::GoogleMetadata {
+            server: google::MetadataServer::new(None, None, None),
+            http: direct().map_err(named)?,
+        },
+        CloudCredential::AzureManagedIdentity {
+            client_id,
+            imds_endpoint,
+        } => {
+            let identity = ManagedIdentity::detect(
+                &|name| std::env::var(name).ok(),
+                client_id.clone(),
+                imds_endpoint.clone(),
+            )
+            .map_err(named)?;
+            // Workload identity talks to Entra ID (through the egress proxy if any).
+            let http = if identity.kind() == "workloadidentity" {
+                http.clone()
+            } else {
+                direct().map_err(named)?
+            };
+            TokenSource::AzureManagedIdentity {
+                identity,
+                scope: server.scope.clone(),
+                http,
+            }
+        }
+        CloudCredential::None => {
+            return Err(Error::coded(
+                ErrorCode::Cfg002,
+                format!(
+                    "server '{}': provider '{}' is not supported yet",
+                    server.name,
+                    server.provider.as_str()
+                ),
+            ))
+        }
+    })
+}
+
 fn build_manager(
     server: &ServerConfig,
     http: reqwest::Client,
@@ -196,16 +249,7 @@ fn build_manager(
             };
             TokenSource::ClientCredentials(ClientCredentials::new(server, http.clone(), endpoint)?)
         }
-        ClientAuth::None => {
-            return Err(Error::coded(
-                ErrorCode::Cfg002,
-                format!(
-                    "server '{}': provider '{}' is not supported yet",
-                    server.name,
-                    server.provider.as_str()
-                ),
-            ))
-        }
+        ClientAuth::None => cloud_source(server, &http)?,
     };
     let validator = match &server.jwt_validation {
         Some(v) => Some(JwtValidator::new(&server.name, v, discovery, http)?),
