@@ -334,6 +334,7 @@ fn proxy_target(
             method,
             url,
             headers,
+            signing: config.sigv4(),
         },
     ))
 }

@@ -7,6 +7,7 @@
 //! It installs nothing: `scripts/test` installs the Debian packages and npm
 //! fixtures first. A missing prerequisite fails loudly with what to install.
 
+mod aws;
 mod azure;
 mod dicom;
 mod fault;
@@ -19,6 +20,7 @@ mod redis;
 mod tinyproxy;
 mod tls;
 
+pub use aws::AwsEmulator;
 pub use azure::{self_signed_certificate, AzureEmulator};
 pub use dicom::{create_study, study_file_hashes, Study};
 pub use fault::{Fault, FaultServer, RecordedRequest};

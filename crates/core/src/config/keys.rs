@@ -226,6 +226,36 @@ pub const SERVER_KEYS: &[KeySpec] = &[
         Default::None,
         "azuremanagedidentity: the instance metadata token endpoint (default http://169.254.169.254/metadata/identity/oauth2/token).",
     )),
+    added(key(
+        "Region",
+        Kind::Str,
+        Default::None,
+        "aws: the AWS region of the HealthImaging data store, e.g. us-east-1 (required).",
+    )),
+    added(key(
+        "AwsService",
+        Kind::Str,
+        Default::Str("medical-imaging"),
+        "aws: the SigV4 service name.",
+    )),
+    added(key(
+        "AccessKeyId",
+        Kind::Str,
+        Default::None,
+        "aws: static access key id (else the standard chain: environment, web identity, ECS, EC2 instance metadata).",
+    )),
+    added(secret(key(
+        "SecretAccessKey",
+        Kind::Str,
+        Default::None,
+        "aws: static secret access key (with AccessKeyId; use ${VAR}).",
+    ))),
+    added(secret(key(
+        "SessionToken",
+        Kind::Str,
+        Default::None,
+        "aws: session token of temporary static credentials.",
+    ))),
 ];
 
 pub const GLOBAL_KEYS: &[KeySpec] = &[

@@ -234,6 +234,15 @@ pub enum CloudCredential {
         client_id: Option<String>,
         imds_endpoint: Option<Url>,
     },
+    /// AWS: every proxied request is signed (SigV4) with credentials from
+    /// the configuration or the standard chain.
+    Aws {
+        region: String,
+        service: String,
+        access_key_id: Option<String>,
+        secret_access_key: Option<Secret>,
+        session_token: Option<Secret>,
+    },
 }
 
 /// How the DICOMweb plugin gets this server's credentials.
@@ -304,6 +313,19 @@ pub struct Config {
     pub migration: Migration,
     /// Non-fatal findings to log loudly at start-up (e.g. TLS verification off).
     pub warnings: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The SigV4 scope of an `aws` server (its requests are signed, not given a bearer token).
+    pub fn sigv4(&self) -> Option<crate::proxy::forward::SigV4> {
+        match &self.cloud {
+            CloudCredential::Aws { region, service, .. } => Some(crate::proxy::forward::SigV4 {
+                region: region.clone(),
+                service: service.clone(),
+            }),
+            _ => None,
+        }
+    }
 }
 
 impl Config {
@@ -762,6 +784,34 @@ fn parse_server(
             client_id: r.opt_nonempty("ManagedIdentityClientId")?,
             imds_endpoint: r.opt_http_url("ImdsEndpoint")?,
         },
+        ProviderType::Aws => {
+            let region = r
+                .opt_nonempty("Region")?
+                .ok_or_else(|| r.missing("Region", " for ProviderType aws"))?;
+            if !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(r.error(ErrorCode::Cfg002, "Region", "not an AWS region name"));
+            }
+            let access_key_id = r.opt_nonempty("AccessKeyId")?;
+            let secret_access_key = r.opt_secret("SecretAccessKey")?;
+            if access_key_id.is_some() != secret_access_key.is_some() {
+                let missing = if access_key_id.is_some() { "SecretAccessKey" } else { "AccessKeyId" };
+                return Err(r.missing(missing, " (AccessKeyId and SecretAccessKey go together)"));
+            }
+            if r.enumerated("Mode")? == "header" {
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    "Mode",
+                    "header mode cannot sign requests (SigV4 signs each request): use proxy mode with ProviderType aws",
+                ));
+            }
+            CloudCredential::Aws {
+                region,
+                service: r.opt_nonempty("AwsService")?.unwrap_or_else(|| "medical-imaging".to_owned()),
+                access_key_id,
+                secret_access_key,
+                session_token: r.opt_secret("SessionToken")?,
+            }
+        }
         _ => CloudCredential::None,
     };
 

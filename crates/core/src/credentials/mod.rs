@@ -6,6 +6,7 @@
 //! - [`discovery`]: OIDC discovery (token endpoint, JWKS URI from the issuer).
 //! - [`token_response`]: reading a token endpoint's answer, success or error.
 
+pub mod aws;
 pub mod azure;
 pub mod azure_managed_identity;
 pub mod client_credentials;
@@ -74,6 +75,38 @@ pub enum TokenSource {
         scope: String,
         http: reqwest::Client,
     },
+    /// AWS credentials for SigV4 signing. They travel through the token cache
+    /// (refresh before expiry, single-flight, Redis) as a JSON secret; see
+    /// [`aws_credentials_from_secret`].
+    Aws {
+        source: aws::CredentialSource,
+        http: reqwest::Client,
+    },
+}
+
+/// AWS credentials as the token cache holds them.
+pub fn aws_credentials_to_secret(credentials: &aws::AwsCredentials) -> Secret {
+    Secret::new(
+        serde_json::json!({
+            "AccessKeyId": credentials.access_key_id,
+            "SecretAccessKey": credentials.secret_access_key.expose(),
+            "SessionToken": credentials.session_token.as_ref().map(Secret::expose),
+            "Expiration": credentials.expires_at_unix,
+        })
+        .to_string(),
+    )
+}
+
+/// The AWS credentials inside a cached "token" of an `aws` server.
+pub fn aws_credentials_from_secret(secret: &Secret) -> Result<aws::AwsCredentials, Error> {
+    let bad = || Error::coded(crate::error::ErrorCode::Int001, "cached AWS credentials are unreadable");
+    let json: serde_json::Value = serde_json::from_str(secret.expose()).map_err(|_| bad())?;
+    Ok(aws::AwsCredentials {
+        access_key_id: json["AccessKeyId"].as_str().ok_or_else(bad)?.to_owned(),
+        secret_access_key: Secret::new(json["SecretAccessKey"].as_str().ok_or_else(bad)?),
+        session_token: json["SessionToken"].as_str().map(Secret::new),
+        expires_at_unix: json["Expiration"].as_u64(),
+    })
 }
 
 impl TokenSource {
@@ -92,6 +125,22 @@ impl TokenSource {
                 scope,
                 http,
             } => identity.fetch(http, scope).await,
+            TokenSource::Aws { source, http } => {
+                let credentials = source.fetch(http, &aws::process_env).await?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                Ok(FetchedToken {
+                    access_token: aws_credentials_to_secret(&credentials),
+                    // Long-lived keys are re-read every hour (environment changes, rotation).
+                    expires_in: Some(Duration::from_secs(
+                        credentials
+                            .expires_at_unix
+                            .map_or(3600, |at| at.saturating_sub(now)),
+                    )),
+                })
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Forwarding one request upstream with the server's credentials.
 
 use super::headers::PASSED_RESPONSE_HEADERS;
+use crate::credentials::aws::{sign_request, PayloadHash};
 use crate::error::{error_body, Error, ErrorCode};
 use crate::http_client::transport_error;
 use crate::secret::Secret;
@@ -27,6 +28,15 @@ pub struct ForwardRequest {
     pub method: reqwest::Method,
     pub url: Url,
     pub headers: Vec<(String, String)>,
+    /// `Some` for AWS: the request is signed (SigV4) instead of carrying a bearer token.
+    pub signing: Option<SigV4>,
+}
+
+/// Where SigV4 signatures are scoped.
+#[derive(Debug, Clone)]
+pub struct SigV4 {
+    pub region: String,
+    pub service: String,
 }
 
 /// An answer to hand back to the caller.
@@ -230,7 +240,32 @@ pub async fn send_once(
     for (name, value) in &request.headers {
         builder = builder.header(name.as_str(), value.as_str());
     }
-    builder = builder.bearer_auth(token.expose());
+    match &request.signing {
+        None => builder = builder.bearer_auth(token.expose()),
+        Some(signing) => {
+            let credentials = crate::credentials::aws_credentials_from_secret(token)?;
+            // Buffered bodies are hashed in place; a streamed body cannot be hashed
+            // before it is sent, so its payload is declared unsigned.
+            let payload = match &body {
+                Some(AttemptBody::Bytes(bytes)) => PayloadHash::Bytes(bytes),
+                Some(AttemptBody::Stream(_)) => PayloadHash::Unsigned,
+                None => PayloadHash::Bytes(&[]),
+            };
+            let signed = sign_request(
+                request.method.as_str(),
+                &request.url,
+                &request.headers,
+                payload,
+                &credentials,
+                &signing.region,
+                &signing.service,
+                std::time::SystemTime::now(),
+            )?;
+            for (name, value) in signed {
+                builder = builder.header(name, value);
+            }
+        }
+    }
     if let Some(body) = body {
         builder = builder.body(into_reqwest_body(body));
     }

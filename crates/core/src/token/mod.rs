@@ -10,7 +10,7 @@ use crate::config::{CacheConfig, ClientAuth, CloudCredential, Config, ServerConf
 use crate::credentials::azure_managed_identity::ManagedIdentity;
 use crate::credentials::client_credentials::{ClientCredentials, Endpoint};
 use crate::credentials::discovery::Discovery;
-use crate::credentials::google;
+use crate::credentials::{aws, google};
 use crate::credentials::TokenSource;
 use crate::error::{Error, ErrorCode};
 use crate::http_client::{build_client, ClientSettings};
@@ -207,6 +207,37 @@ fn cloud_source(server: &ServerConfig, http: &reqwest::Client) -> Result<TokenSo
                 scope: server.scope.clone(),
                 http,
             }
+        }
+        CloudCredential::Aws {
+            region,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            ..
+        } => {
+            let static_keys = match (access_key_id, secret_access_key) {
+                (Some(id), Some(secret)) => Some(aws::AwsCredentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                    session_token: session_token.clone(),
+                    expires_at_unix: None,
+                }),
+                _ => None,
+            };
+            let source = aws::CredentialSource::detect(
+                &aws::process_env,
+                static_keys,
+                region,
+                &aws::EndpointOverrides::default(),
+            )
+            .map_err(named)?;
+            // Instance and container metadata must be reached directly.
+            let http = if matches!(source.kind(), "imds" | "ecs") {
+                direct().map_err(named)?
+            } else {
+                http.clone()
+            };
+            TokenSource::Aws { source, http }
         }
         CloudCredential::None => {
             return Err(Error::coded(
