@@ -12,7 +12,8 @@
 //! to sign, signing key), and AWS HealthImaging's endpoint and signing name (`medical-imaging`).
 
 use dicomweb_oauth_core::credentials::aws::{
-    is_signed_header, sign_request, AwsCredentials, PayloadHash, SERVICE, UNSIGNED_PAYLOAD,
+    is_signed_header, sign_request, AwsCredentials, PayloadHash, SERVICE, STREAMING_PAYLOAD,
+    UNSIGNED_PAYLOAD,
 };
 use dicomweb_oauth_core::secret::Secret;
 use dicomweb_oauth_core::ErrorCode;
@@ -44,6 +45,8 @@ enum Payload {
     Bytes,
     Unsigned,
     Precomputed,
+    /// HealthImaging's documented StoreDICOM form: STREAMING-AWS4-HMAC-SHA256-PAYLOAD.
+    Streaming,
 }
 
 /// One request, described twice: as the plugin sends it (`url`, with its raw query) and, for
@@ -235,6 +238,23 @@ fn cases() -> Vec<Case> {
             service: SERVICE,
             time: AUG_2015,
         },
+        Case {
+            name: "STOW as HealthImaging's StoreDICOM example signs it (streaming marker)",
+            method: "POST",
+            url: "https://dicom-medical-imaging.us-east-1.amazonaws.com/datastore/d9a2a515ab294163a2d2f4069eed584c/studies",
+            params: &[],
+            headers: &[
+                ("Content-Type", "application/dicom"),
+                ("Accept", "application/dicom+json"),
+                ("x-amz-decoded-content-length", "17"),
+            ],
+            body: b"DICM P10 contents",
+            payload: Payload::Streaming,
+            token: Some(SESSION_TOKEN),
+            region: "us-east-1",
+            service: SERVICE,
+            time: LEAP_DAY,
+        },
     ]
 }
 
@@ -248,6 +268,7 @@ fn payload_of(case: &Case) -> PayloadHash<'static> {
         Payload::Bytes => PayloadHash::Bytes(case.body),
         Payload::Unsigned => PayloadHash::Unsigned,
         Payload::Precomputed => PayloadHash::Precomputed(sha256_hex(case.body)),
+        Payload::Streaming => PayloadHash::Precomputed(STREAMING_PAYLOAD.into()),
     }
 }
 
@@ -336,9 +357,12 @@ fn signatures_match_botocore() {
             "payload": match case.payload {
                 Payload::Bytes => "bytes",
                 Payload::Unsigned => "unsigned",
-                Payload::Precomputed => "precomputed",
+                Payload::Precomputed | Payload::Streaming => "precomputed",
             },
-            "precomputed": sha256_hex(case.body),
+            "precomputed": match case.payload {
+                Payload::Streaming => STREAMING_PAYLOAD.to_owned(),
+                _ => sha256_hex(case.body),
+            },
             "access_key": ACCESS_KEY,
             "secret_key": SECRET_KEY,
             "token": case.token,
@@ -396,6 +420,12 @@ fn signatures_match_botocore() {
             ),
             Payload::Unsigned => {
                 assert_eq!(header(ours, "X-Amz-Content-Sha256"), Some(UNSIGNED_PAYLOAD))
+            }
+            Payload::Streaming => {
+                assert_eq!(
+                    header(ours, "X-Amz-Content-Sha256"),
+                    Some(STREAMING_PAYLOAD)
+                )
             }
         }
         // The headers returned are exactly those SigV4 adds.
@@ -535,6 +565,15 @@ async fn send_signed(
     Sent { status, body }
 }
 
+/// Method, URL, headers, body and payload hash of a request to sign.
+type SignedRequest<'a> = (
+    &'a str,
+    String,
+    Vec<(&'a str, &'a str)>,
+    &'a [u8],
+    PayloadHash<'a>,
+);
+
 fn no_tamper(_: &mut Url, _: &mut Vec<(String, String)>, _: &mut Vec<u8>) {}
 
 /// [SIGV4] Requests signed here pass the emulator's independent verifier: queries needing
@@ -545,7 +584,7 @@ async fn the_emulator_accepts_our_signatures() {
     let client = http();
     let base = emulator.sigv4_url();
     let stow_body = b"--B\r\nContent-Type: application/dicom\r\n\r\nDICM\x00\xff\r\n--B--\r\n";
-    let requests: Vec<(&str, String, Vec<(&str, &str)>, &[u8], PayloadHash<'_>)> = vec![
+    let requests: Vec<SignedRequest<'_>> = vec![
         (
             "GET",
             format!("{base}/dicom-web/studies?PatientName=Doe%5EJohn*&StudyDescription=CT%20head+neck&x=a%3Db&flag&includefield=00100010&includefield=00080020"),
@@ -599,6 +638,16 @@ async fn the_emulator_accepts_our_signatures() {
             PayloadHash::Precomputed(sha256_hex(b"precomputed")),
         ),
         (
+            "POST",
+            format!("{base}/dicom-web/studies"),
+            vec![
+                ("Content-Type", "application/dicom"),
+                ("x-amz-decoded-content-length", "9"),
+            ],
+            b"DICM body",
+            PayloadHash::Precomputed(STREAMING_PAYLOAD.into()),
+        ),
+        (
             "DELETE",
             format!("{base}/dicom-web/studies/1.2.3?force=true"),
             vec![("X-Amz-Meta-Reason", "  retention   expired ")],
@@ -643,7 +692,7 @@ async fn the_emulator_accepts_our_signatures() {
     }
     let stats = emulator.stats();
     assert_eq!(stats["sigv4_rejected"], 0);
-    assert_eq!(stats["sigv4_accepted"], 16);
+    assert_eq!(stats["sigv4_accepted"], 18);
 }
 
 /// [SIGV4] Tampered requests, wrong keys and wrong scopes are refused with AWS's messages.
@@ -755,6 +804,24 @@ async fn the_emulator_refuses_bad_signatures() {
     .await;
     assert_eq!(sent.status, 200, "{}", sent.body);
 
+    // The streaming marker with a length that is not the body's.
+    let sent = send_signed(
+        &client,
+        "POST",
+        &url,
+        &[
+            ("Content-Type", "application/dicom"),
+            ("x-amz-decoded-content-length", "3"),
+        ],
+        body,
+        PayloadHash::Precomputed(STREAMING_PAYLOAD.into()),
+        &static_credentials(),
+        "us-east-1",
+        no_tamper,
+    )
+    .await;
+    assert_eq!(sent.status, 400, "{}", sent.body);
+
     // The wrong region.
     let sent = send_signed(
         &client,
@@ -819,7 +886,7 @@ async fn the_emulator_refuses_bad_signatures() {
 
     let stats = emulator.stats();
     assert_eq!(stats["sigv4_accepted"], 1);
-    assert_eq!(stats["sigv4_rejected"], 8);
+    assert_eq!(stats["sigv4_rejected"], 9);
 }
 
 /// Signing refuses URLs and regions it cannot sign (CFG-002) without printing credentials.

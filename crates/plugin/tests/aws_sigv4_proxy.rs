@@ -27,16 +27,34 @@ fn studies_are_sent_queried_and_retrieved_with_signed_requests() {
         }}}))
         .env("TEST_AWS_SECRET", SECRET_KEY)
         .start();
-    testkit::wait_for("auto-registration", std::time::Duration::from_secs(20), || {
-        a.get("/dicom-web/servers").json().as_array()?.iter().any(|s| s == "healthimaging").then_some(())
-    });
+    testkit::wait_for(
+        "auto-registration",
+        std::time::Duration::from_secs(20),
+        || {
+            a.get("/dicom-web/servers")
+                .json()
+                .as_array()?
+                .iter()
+                .any(|s| s == "healthimaging")
+                .then_some(())
+        },
+    );
 
     let study = create_study(&a, "AWS-1", 2, 100_000);
-    let reply = a.post_json("/dicom-web/servers/healthimaging/stow", &json!({"Resources": [study.id], "Synchronous": true}));
+    let reply = a.post_json(
+        "/dicom-web/servers/healthimaging/stow",
+        &json!({"Resources": [study.id], "Synchronous": true}),
+    );
     assert_eq!(reply.status, 200, "{}\n{}", reply.text(), aws.log());
-    assert_eq!(study_file_hashes(&b, &study.study_uid), study_file_hashes(&a, &study.study_uid));
+    assert_eq!(
+        study_file_hashes(&b, &study.study_uid),
+        study_file_hashes(&a, &study.study_uid)
+    );
 
-    let qido = a.post_json("/dicom-web/servers/healthimaging/qido", &json!({"Uri": "/studies", "Arguments": {"PatientID": "AWS-1"}}));
+    let qido = a.post_json(
+        "/dicom-web/servers/healthimaging/qido",
+        &json!({"Uri": "/studies", "Arguments": {"PatientID": "AWS-1"}}),
+    );
     assert_eq!(qido.status, 200, "{}", qido.text());
     assert_eq!(qido.json().as_array().unwrap().len(), 1);
 
@@ -44,7 +62,11 @@ fn studies_are_sent_queried_and_retrieved_with_signed_requests() {
     assert!(stats["sigv4_accepted"].as_u64().unwrap() >= 2, "{stats}");
     assert_eq!(stats["sigv4_rejected"], 0, "{stats}");
     testkit::assert_no_secrets("the Orthanc log", &a.log(), &[SECRET_KEY]);
-    testkit::assert_no_secrets("the status", &a.get("/dicomweb-oauth/status").text(), &[SECRET_KEY]);
+    testkit::assert_no_secrets(
+        "the status",
+        &a.get("/dicomweb-oauth/status").text(),
+        &[SECRET_KEY],
+    );
 }
 
 #[test]

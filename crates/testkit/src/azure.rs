@@ -1,67 +1,26 @@
 //! The Azure managed identity emulator (fixtures/azure-emulator): IMDS, the App Service /
 //! Container Apps identity endpoint and Entra's v2 token path (forwarded to a real provider).
 
-use crate::{workspace_root, HttpClient};
+use crate::NodeFixture;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-use tempfile::TempDir;
 
 /// A running emulator; stopped on drop.
 pub struct AzureEmulator {
-    child: Child,
+    node: NodeFixture,
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub url: String,
     pub port: u16,
-    dir: TempDir,
-    http: HttpClient,
 }
 
 impl AzureEmulator {
     /// Starts the emulator with a configuration (see fixtures/azure-emulator/README.md) and
     /// waits for its ready line.
     pub fn start(config: &Value) -> AzureEmulator {
-        let script = workspace_root().join("fixtures/azure-emulator/server.js");
-        let dir = tempfile::Builder::new()
-            .prefix("azure-emulator-")
-            .tempdir()
-            .unwrap();
-        let config_path = dir.path().join("azure.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("azure.log")).unwrap();
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node fixtures/azure-emulator/server.js (is Node 20 installed?)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let ready: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.path().join("azure.log")).unwrap_or_default();
-                panic!("Azure emulator did not start: {line}\n{log}");
-            }
-        };
+        let node = NodeFixture::start("azure-emulator", config, None);
         AzureEmulator {
-            child,
-            url: ready["url"].as_str().unwrap().to_owned(),
-            port: ready["port"].as_u64().unwrap() as u16,
-            dir,
-            http: HttpClient::new(),
+            url: node.url.clone(),
+            port: node.port,
+            node,
         }
     }
 
@@ -82,12 +41,12 @@ impl AzureEmulator {
 
     /// `GET /__stats`.
     pub fn stats(&self) -> Value {
-        self.http.get(&format!("{}/__stats", self.url)).json()
+        self.node.http.get(&format!("{}/__stats", self.url)).json()
     }
 
     /// Zeroes the counters and drops queued answers.
     pub fn reset_stats(&self) {
-        self.http.post(
+        self.node.http.post(
             &format!("{}/__reset_stats", self.url),
             "application/json",
             b"{}",
@@ -109,7 +68,7 @@ impl AzureEmulator {
         if let Some(body) = body {
             spec["body"] = body;
         }
-        let reply = self.http.post(
+        let reply = self.node.http.post(
             &format!("{}/__next", self.url),
             "application/json",
             spec.to_string().as_bytes(),
@@ -123,14 +82,7 @@ impl AzureEmulator {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("azure.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for AzureEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.node.log()
     }
 }
 

@@ -1,69 +1,27 @@
 //! The Google emulator (fixtures/google-emulator): Google's token endpoint
 //! (JWT-bearer grant) and the GCE metadata server, on loopback.
 
-use crate::{workspace_root, HttpClient};
+use crate::NodeFixture;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-use tempfile::TempDir;
 
 /// A running emulator; stopped on drop.
 pub struct GoogleEmulator {
-    child: Child,
-    /// `http://127.0.0.1:PORT`
+    node: NodeFixture,
+    /// `http://127.0.0.1:PORT`, no trailing slash.
     pub url: String,
     pub port: u16,
-    dir: TempDir,
-    http: HttpClient,
 }
 
 impl GoogleEmulator {
     /// Starts the emulator with a fixtures/google-emulator configuration (see
     /// its README.md) and waits for its ready line.
     pub fn start(config: &Value) -> GoogleEmulator {
-        let fixture = workspace_root().join("fixtures/google-emulator");
-        let dir = tempfile::Builder::new()
-            .prefix("google-emulator-")
-            .tempdir()
-            .unwrap();
-        let config_path = dir.path().join("config.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
-        let mut child = Command::new("node")
-            .arg(fixture.join("server.js"))
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node fixtures/google-emulator/server.js (is Node 20 installed?)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let ready: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log =
-                    std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default();
-                panic!("Google emulator did not start: {line}\n{log}");
-            }
-        };
+        let node = NodeFixture::start("google-emulator", config, None);
         GoogleEmulator {
-            child,
-            url: ready["url"].as_str().unwrap().to_owned(),
-            port: ready["port"].as_u64().unwrap() as u16,
-            dir,
-            http: HttpClient::new(),
+            url: node.url.clone(),
+            port: node.port,
+            node,
         }
     }
 
@@ -109,7 +67,7 @@ impl GoogleEmulator {
         private_key_pem: &str,
         private_key_id: &str,
     ) -> PathBuf {
-        let path = self.dir.path().join(file_name);
+        let path = self.node.dir().join(file_name);
         let json = self.service_account_json(client_email, private_key_pem, private_key_id);
         std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         path
@@ -117,11 +75,11 @@ impl GoogleEmulator {
 
     /// `GET /__stats`: request counters and the last assertion seen (see the fixture's README).
     pub fn stats(&self) -> Value {
-        self.http.get(&format!("{}/__stats", self.url)).json()
+        self.node.http.get(&format!("{}/__stats", self.url)).json()
     }
 
     pub fn reset_stats(&self) {
-        self.http.post(
+        self.node.http.post(
             &format!("{}/__reset_stats", self.url),
             "application/json",
             b"{}",
@@ -130,13 +88,6 @@ impl GoogleEmulator {
 
     /// The emulator's stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("emulator.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for GoogleEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.node.log()
     }
 }

@@ -1,65 +1,27 @@
 //! The real identity provider: `oidc-provider` from npm (fixtures/idp).
 
-use crate::{workspace_root, HttpClient};
+use crate::workspace_root;
+use crate::NodeFixture;
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-use tempfile::TempDir;
+use std::process::Command;
 
 /// A running identity provider; stopped on drop.
 pub struct Idp {
-    child: Child,
+    node: NodeFixture,
+    /// `http://127.0.0.1:PORT`, exactly as the provider writes `iss`.
     pub issuer: String,
     pub port: u16,
-    _dir: TempDir,
-    http: HttpClient,
 }
 
 impl Idp {
     /// Starts the provider with a fixtures/idp configuration (see fixtures/idp/README.md)
     /// and waits for its ready line.
     pub fn start(config: &Value) -> Idp {
-        let fixture = workspace_root().join("fixtures/idp");
-        assert!(
-            fixture.join("node_modules/oidc-provider").exists(),
-            "fixtures/idp/node_modules missing: run `npm ci` in fixtures/idp (scripts/test does)"
-        );
-        let dir = tempfile::Builder::new().prefix("idp-").tempdir().unwrap();
-        let config_path = dir.path().join("idp.json");
-        std::fs::write(&config_path, config.to_string()).unwrap();
-        let log = std::fs::File::create(dir.path().join("idp.log")).unwrap();
-        let mut child = Command::new("node")
-            .arg(fixture.join("server.js"))
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node fixtures/idp/server.js");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
-        let ready: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let log = std::fs::read_to_string(dir.path().join("idp.log")).unwrap_or_default();
-                panic!("identity provider did not start: {line}\n{log}");
-            }
-        };
+        let node = NodeFixture::start("idp", config, Some("node_modules/oidc-provider"));
         Idp {
-            child,
-            issuer: ready["issuer"].as_str().unwrap().to_owned(),
-            port: ready["port"].as_u64().unwrap() as u16,
-            _dir: dir,
-            http: HttpClient::new(),
+            issuer: node.url.clone(),
+            port: node.port,
+            node,
         }
     }
 
@@ -85,7 +47,10 @@ impl Idp {
 
     /// The provider's request counters (`GET /__stats`).
     pub fn stats(&self) -> Value {
-        self.http.get(&format!("{}/__stats", self.issuer)).json()
+        self.node
+            .http
+            .get(&format!("{}/__stats", self.issuer))
+            .json()
     }
 
     pub fn token_requests(&self) -> u64 {
@@ -93,7 +58,7 @@ impl Idp {
     }
 
     pub fn reset_stats(&self) {
-        self.http.post(
+        self.node.http.post(
             &format!("{}/__reset_stats", self.issuer),
             "application/json",
             b"{}",
@@ -102,7 +67,7 @@ impl Idp {
 
     /// Replaces the signing key; returns the new `kid`.
     pub fn rotate_keys(&self) -> String {
-        let reply = self.http.post(
+        let reply = self.node.http.post(
             &format!("{}/__rotate_keys", self.issuer),
             "application/json",
             b"{}",
@@ -111,13 +76,6 @@ impl Idp {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self._dir.path().join("idp.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Idp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.node.log()
     }
 }

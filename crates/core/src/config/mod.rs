@@ -319,7 +319,9 @@ impl ServerConfig {
     /// The SigV4 scope of an `aws` server (its requests are signed, not given a bearer token).
     pub fn sigv4(&self) -> Option<crate::proxy::forward::SigV4> {
         match &self.cloud {
-            CloudCredential::Aws { region, service, .. } => Some(crate::proxy::forward::SigV4 {
+            CloudCredential::Aws {
+                region, service, ..
+            } => Some(crate::proxy::forward::SigV4 {
                 region: region.clone(),
                 service: service.clone(),
             }),
@@ -788,13 +790,20 @@ fn parse_server(
             let region = r
                 .opt_nonempty("Region")?
                 .ok_or_else(|| r.missing("Region", " for ProviderType aws"))?;
-            if !region.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            if !region
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
                 return Err(r.error(ErrorCode::Cfg002, "Region", "not an AWS region name"));
             }
             let access_key_id = r.opt_nonempty("AccessKeyId")?;
             let secret_access_key = r.opt_secret("SecretAccessKey")?;
             if access_key_id.is_some() != secret_access_key.is_some() {
-                let missing = if access_key_id.is_some() { "SecretAccessKey" } else { "AccessKeyId" };
+                let missing = if access_key_id.is_some() {
+                    "SecretAccessKey"
+                } else {
+                    "AccessKeyId"
+                };
                 return Err(r.missing(missing, " (AccessKeyId and SecretAccessKey go together)"));
             }
             if r.enumerated("Mode")? == "header" {
@@ -806,7 +815,9 @@ fn parse_server(
             }
             CloudCredential::Aws {
                 region,
-                service: r.opt_nonempty("AwsService")?.unwrap_or_else(|| "medical-imaging".to_owned()),
+                service: r
+                    .opt_nonempty("AwsService")?
+                    .unwrap_or_else(|| "medical-imaging".to_owned()),
                 access_key_id,
                 secret_access_key,
                 session_token: r.opt_secret("SessionToken")?,

@@ -24,8 +24,6 @@
 
 use super::{azure, token_response, FetchError, FetchedToken};
 use crate::error::{Error, ErrorCode};
-use crate::http_client::transport_error;
-use crate::resilience::parse_retry_after;
 use crate::secret::Secret;
 use serde_json::Value;
 use std::io::Read as _;
@@ -46,8 +44,6 @@ pub const APP_SERVICE_API_VERSION: &str = "2019-08-01";
 const CLIENT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// A projected service account token is about 1 KiB; anything this large is not one.
 const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
-/// Managed identity endpoint answers larger than this are not token responses.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Where a managed identity's tokens come from.
 #[derive(Debug, Clone)]
@@ -370,27 +366,12 @@ async fn get_token(
     what: &str,
     imds: bool,
 ) -> Result<FetchedToken, FetchError> {
-    let response = request
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| {
-            let error = transport_error(what, &e);
-            if error.code() == ErrorCode::Net003 {
-                FetchError::fatal(error)
-            } else {
-                FetchError::transient(error, None)
-            }
-        })?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body = read_limited(response, what)
-        .await
-        .map_err(|e| FetchError::transient(e, retry_after))?;
+    let answer = token_response::send(
+        request.header(reqwest::header::ACCEPT, "application/json"),
+        what,
+    )
+    .await?;
+    let (status, retry_after, body) = (answer.status, answer.retry_after, &answer.body);
     if imds && (status == 404 || status == 410) {
         return Err(FetchError::transient(
             Error::coded(
@@ -401,29 +382,11 @@ async fn get_token(
         ));
     }
     let mut token =
-        token_response::interpret(status, &body, retry_after).map_err(|e| name_source(e, what))?;
+        token_response::interpret(status, body, retry_after).map_err(|e| name_source(e, what))?;
     if token.expires_in.is_none() {
-        token.expires_in = expires_on(&body, SystemTime::now());
+        token.expires_in = expires_on(body, SystemTime::now());
     }
     check_lifetime(token, what)
-}
-
-async fn read_limited(mut response: reqwest::Response, what: &str) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error(what, &e))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Error::coded(
-                ErrorCode::Tok005,
-                format!("{what}: answer exceeds 1 MiB"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// Prefixes the message with the endpoint that answered (the generic text says "token endpoint").

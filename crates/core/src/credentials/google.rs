@@ -32,8 +32,6 @@
 
 use super::{token_response, FetchError, FetchedToken};
 use crate::error::{Error, ErrorCode};
-use crate::http_client::transport_error;
-use crate::resilience::parse_retry_after;
 use crate::secret::{Secret, REDACTED};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Map, Value};
@@ -62,8 +60,6 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 const ASSERTION_LIFETIME_SECS: u64 = 3600;
 /// Key files are about 2.3 KB; anything this large is not one.
 const MAX_KEY_FILE_BYTES: u64 = 1 << 20;
-/// Metadata server answers larger than this are not token responses.
-const MAX_METADATA_RESPONSE_BYTES: usize = 1 << 20;
 
 /// A service-account key file: the JSON Google issues for a service account
 /// (`type`, `project_id`, `private_key_id`, `private_key`, `client_email`,
@@ -456,39 +452,22 @@ impl MetadataServer {
     /// whatever its `expires_in`.
     pub async fn fetch(&self, http: &reqwest::Client) -> Result<FetchedToken, FetchError> {
         let url = self.token_url().map_err(FetchError::fatal)?;
-        let response = http
+        let request = http
             .get(url)
             .header("Metadata-Flavor", "Google")
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
-            .await
-            .map_err(|e| {
-                let error = transport_error("metadata server", &e);
-                if error.code() == ErrorCode::Net003 {
-                    FetchError::fatal(error)
-                } else {
-                    FetchError::transient(error, None)
-                }
-            })?;
-        let status = response.status().as_u16();
-        let from_google = response
-            .headers()
+            .header(reqwest::header::ACCEPT, "application/json");
+        let answer = token_response::send(request, "metadata server").await?;
+        let (status, retry_after, body) = (answer.status, answer.retry_after, &answer.body);
+        let from_google = answer
+            .headers
             .get("metadata-flavor")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() == "Google");
-        let plain_text = response
-            .headers()
+        let plain_text = answer
+            .headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/plain"));
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-        let body = read_limited(response)
-            .await
-            .map_err(|e| FetchError::transient(e, retry_after))?;
         let host = printable(&self.host);
         let account = printable(&self.account);
         match status {
@@ -502,7 +481,7 @@ impl MetadataServer {
             ))),
             403 => {
                 let said = if plain_text {
-                    format!(": {}", printable(String::from_utf8_lossy(&body).trim()))
+                    format!(": {}", printable(String::from_utf8_lossy(body).trim()))
                 } else {
                     String::new()
                 };
@@ -522,7 +501,7 @@ impl MetadataServer {
                      Google metadata server (check {METADATA_HOST_ENV} and proxies)"
                 ),
             ))),
-            _ => token_response::interpret(status, &body, retry_after)
+            _ => token_response::interpret(status, body, retry_after)
                 .map_err(|e| prefixed("metadata server", e)),
         }
     }
@@ -534,24 +513,6 @@ fn prefixed(what: &str, mut failure: FetchError) -> FetchError {
         failure.error = Error::coded(code, format!("{what}: {message}"));
     }
     failure
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| transport_error("metadata server", &e))?
-    {
-        if body.len() + chunk.len() > MAX_METADATA_RESPONSE_BYTES {
-            return Err(Error::coded(
-                ErrorCode::Tok005,
-                "metadata server answer exceeds 1 MiB",
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
 }
 
 /// A client for [`MetadataServer::fetch`]: no proxy (the metadata server

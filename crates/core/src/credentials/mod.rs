@@ -99,7 +99,12 @@ pub fn aws_credentials_to_secret(credentials: &aws::AwsCredentials) -> Secret {
 
 /// The AWS credentials inside a cached "token" of an `aws` server.
 pub fn aws_credentials_from_secret(secret: &Secret) -> Result<aws::AwsCredentials, Error> {
-    let bad = || Error::coded(crate::error::ErrorCode::Int001, "cached AWS credentials are unreadable");
+    let bad = || {
+        Error::coded(
+            crate::error::ErrorCode::Int001,
+            "cached AWS credentials are unreadable",
+        )
+    };
     let json: serde_json::Value = serde_json::from_str(secret.expose()).map_err(|_| bad())?;
     Ok(aws::AwsCredentials {
         access_key_id: json["AccessKeyId"].as_str().ok_or_else(bad)?.to_owned(),

@@ -7,53 +7,70 @@ use crate::resilience::parse_retry_after;
 use crate::secret::Secret;
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
+use zeroize::Zeroizing;
 
 /// Token endpoint answers larger than this are not token responses.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
 /// Sends `request` and turns the answer into a token or a classified error.
 pub async fn exchange(request: reqwest::RequestBuilder) -> Result<FetchedToken, FetchError> {
-    let response = request
-        .header(reqwest::header::ACCEPT, "application/json")
-        .send()
-        .await
-        .map_err(|e| {
-            let error = transport_error("token endpoint", &e);
-            // A certificate that fails verification fails again: do not retry it.
-            if error.code() == ErrorCode::Net003 {
-                FetchError::fatal(error)
-            } else {
-                FetchError::transient(error, None)
-            }
-        })?;
+    let answer = send(
+        request.header(reqwest::header::ACCEPT, "application/json"),
+        "token endpoint",
+    )
+    .await?;
+    interpret(answer.status, &answer.body, answer.retry_after)
+}
+
+/// A credentials endpoint's answer, read whole.
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    /// The endpoint's `Retry-After`, if any.
+    pub retry_after: Option<Duration>,
+    /// Wiped when dropped: it may hold a token or keys.
+    pub body: Zeroizing<Vec<u8>>,
+}
+
+/// Sends a request to a credentials endpoint (token endpoint, metadata
+/// service, STS…) and reads its answer, at most 1 MiB. Transport failures are
+/// NET-00x and retryable, except TLS failures (a certificate that fails
+/// verification fails again); `what` names the endpoint in messages.
+pub async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Answer, FetchError> {
+    let mut response = request.send().await.map_err(|e| {
+        let error = transport_error(what, &e);
+        if error.code() == ErrorCode::Net003 {
+            FetchError::fatal(error)
+        } else {
+            FetchError::transient(error, None)
+        }
+    })?;
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
+    let headers = response.headers().clone();
+    let retry_after = headers
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let body = read_limited(response)
-        .await
-        .map_err(|e| FetchError::transient(e, retry_after))?;
-    interpret(status, &body, retry_after)
-}
-
-async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, Error> {
-    let mut body = Vec::new();
+    let mut body = Zeroizing::new(Vec::new());
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| transport_error("token endpoint", &e))?
+        .map_err(|e| FetchError::transient(transport_error(what, &e), retry_after))?
     {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(Error::coded(
-                ErrorCode::Tok005,
-                "token endpoint answer exceeds 1 MiB",
+            return Err(FetchError::transient(
+                Error::coded(ErrorCode::Tok005, format!("{what}: answer exceeds 1 MiB")),
+                retry_after,
             ));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(Answer {
+        status,
+        headers,
+        retry_after,
+        body,
+    })
 }
 
 /// Classifies an answer: success with a bearer token, an OAuth error, or junk.

@@ -10,8 +10,8 @@ use crate::config::{CacheConfig, ClientAuth, CloudCredential, Config, ServerConf
 use crate::credentials::azure_managed_identity::ManagedIdentity;
 use crate::credentials::client_credentials::{ClientCredentials, Endpoint};
 use crate::credentials::discovery::Discovery;
-use crate::credentials::{aws, google};
 use crate::credentials::TokenSource;
+use crate::credentials::{aws, google};
 use crate::error::{Error, ErrorCode};
 use crate::http_client::{build_client, ClientSettings};
 use crate::metrics::Metrics;

@@ -33,7 +33,9 @@
 mod sigv4;
 mod sources;
 
-pub use sigv4::{is_signed_header, sign_request, PayloadHash, SERVICE, UNSIGNED_PAYLOAD};
+pub use sigv4::{
+    is_signed_header, sign_request, PayloadHash, SERVICE, STREAMING_PAYLOAD, UNSIGNED_PAYLOAD,
+};
 
 use super::FetchError;
 use crate::error::{Error, ErrorCode};
@@ -398,7 +400,8 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
+/// How a provider reads environment variables.
+pub type EnvFn = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 /// Cached credentials, refreshed [`REFRESH_BEFORE`] they expire; one fetch at a time (callers
 /// that arrive during a fetch wait for its result instead of fetching again).

@@ -38,12 +38,19 @@ use url::Url;
 pub const SERVICE: &str = "medical-imaging";
 /// The payload hash of a request whose body is not signed.
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
+/// The payload marker of HealthImaging's documented `StoreDICOM` example (`curl --aws-sigv4`
+/// with `x-amz-content-sha256: STREAMING-AWS4-HMAC-SHA256-PAYLOAD` and
+/// `x-amz-decoded-content-length`, the body sent as it is). Accepted by
+/// [`PayloadHash::Precomputed`].
+pub const STREAMING_PAYLOAD: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
 
 /// What the signature says about the body.
 pub enum PayloadHash<'a> {
     /// The whole body: hashed in place (no copy).
     Bytes(&'a [u8]),
-    /// The body's SHA-256, already computed (64 hex digits).
+    /// The body's SHA-256, already computed (64 hex digits), or a payload marker the receiving
+    /// service accepts in its place ([`UNSIGNED_PAYLOAD`], [`STREAMING_PAYLOAD`]), used as the
+    /// `X-Amz-Content-Sha256` value as it is.
     Precomputed(String),
     /// `UNSIGNED-PAYLOAD`: the body is not covered by the signature.
     Unsigned,
@@ -108,11 +115,17 @@ pub fn sign_request(
 
     let body = match &payload {
         PayloadHash::Bytes(bytes) => SignableBody::Bytes(bytes),
+        PayloadHash::Precomputed(hash)
+            if [UNSIGNED_PAYLOAD, STREAMING_PAYLOAD].contains(&hash.as_str()) =>
+        {
+            SignableBody::Precomputed(hash.clone())
+        }
         PayloadHash::Precomputed(hash) => {
             if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(Error::coded(
                     ErrorCode::Int001,
-                    "SigV4: a precomputed payload hash must be 64 hex digits (SHA-256)",
+                    "SigV4: a precomputed payload hash must be 64 hex digits (SHA-256) or a \
+                     payload marker (UNSIGNED-PAYLOAD, STREAMING-AWS4-HMAC-SHA256-PAYLOAD)",
                 ));
             }
             SignableBody::Precomputed(hash.to_ascii_lowercase())
@@ -446,6 +459,46 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code(), ErrorCode::Auth001);
+    }
+
+    #[test]
+    fn payload_markers_are_signed_as_they_are() {
+        let url =
+            Url::parse("https://dicom-medical-imaging.us-east-1.amazonaws.com/datastore/d/studies")
+                .unwrap();
+        for marker in [UNSIGNED_PAYLOAD, STREAMING_PAYLOAD] {
+            let headers = sign_request(
+                "POST",
+                &url,
+                &[("x-amz-decoded-content-length".into(), "10".into())],
+                PayloadHash::Precomputed(marker.into()),
+                &credentials(None),
+                "us-east-1",
+                SERVICE,
+                suite_time(),
+            )
+            .unwrap();
+            assert_eq!(header(&headers, "X-Amz-Content-Sha256"), marker);
+            assert!(header(&headers, "Authorization").contains(
+                "SignedHeaders=host;x-amz-content-sha256;x-amz-date;x-amz-decoded-content-length,"
+            ));
+        }
+        let upper = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+        let headers = sign_request(
+            "GET",
+            &url,
+            &[],
+            PayloadHash::Precomputed(upper.into()),
+            &credentials(None),
+            "us-east-1",
+            SERVICE,
+            suite_time(),
+        )
+        .unwrap();
+        assert_eq!(
+            header(&headers, "X-Amz-Content-Sha256"),
+            upper.to_ascii_lowercase()
+        );
     }
 
     #[test]
