@@ -1,69 +1,26 @@
 //! The AWS emulator (fixtures/aws-emulator): IMDSv2, the container credential provider, STS
 //! `AssumeRoleWithWebIdentity` and a SigV4-verifying service (`/sigv4/…`), on loopback.
 
-use crate::{workspace_root, HttpClient};
+use crate::NodeFixture;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-use tempfile::TempDir;
-
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running emulator; stopped on drop.
 pub struct AwsEmulator {
-    child: Child,
+    node: NodeFixture,
     /// `http://127.0.0.1:PORT`, no trailing slash.
     pub url: String,
     pub port: u16,
-    dir: TempDir,
-    http: HttpClient,
 }
 
 impl AwsEmulator {
     /// Starts the emulator with a configuration (see fixtures/aws-emulator/README.md; `{}` gives
     /// the defaults) and waits for its ready line.
     pub fn start(config: &Value) -> AwsEmulator {
-        let script = workspace_root().join("fixtures/aws-emulator/server.js");
-        let dir = tempfile::Builder::new()
-            .prefix("aws-emulator-")
-            .tempdir()
-            .expect("temp dir");
-        let config_path = dir.path().join("aws.json");
-        std::fs::write(&config_path, config.to_string()).expect("write the emulator config");
-        let log = std::fs::File::create(dir.path().join("aws.log")).expect("log file");
-        let mut child = Command::new("node")
-            .arg(&script)
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node fixtures/aws-emulator/server.js (is Node 20 installed?)");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
-        let ready: Value = match serde_json::from_str(&line) {
-            Ok(v) => v,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(dir.path().join("aws.log")).unwrap_or_default();
-                panic!("AWS emulator did not start: {line}\n{log}");
-            }
-        };
+        let node = NodeFixture::start("aws-emulator", config, None);
         AwsEmulator {
-            child,
-            url: ready["url"].as_str().expect("url").to_owned(),
-            port: ready["port"].as_u64().expect("port") as u16,
-            dir,
-            http: HttpClient::new(),
+            url: node.url.clone(),
+            port: node.port,
+            node,
         }
     }
 
@@ -90,28 +47,18 @@ impl AwsEmulator {
 
     /// `GET /__stats` (counters, the credentials issued, the last SigV4 verification).
     pub fn stats(&self) -> Value {
-        self.http.get(&format!("{}/__stats", self.url)).json()
+        self.node.admin_get("/__stats")
     }
 
     /// Zeroes the counters and drops queued answers (issued credentials stay valid).
     pub fn reset_stats(&self) {
-        let reply = self.http.post(
-            &format!("{}/__reset_stats", self.url),
-            "application/json",
-            b"{}",
-        );
-        assert_eq!(reply.status, 200, "POST /__reset_stats: {}", reply.text());
+        self.node.admin_post("/__reset_stats", &json!({}));
     }
 
     /// `POST /__config`: `credentialLifetime`, `ecsAuthorization`, `imdsRole`,
     /// `stsWebIdentityTokens` changed at run time.
     pub fn configure(&self, changes: Value) {
-        let reply = self.http.post(
-            &format!("{}/__config", self.url),
-            "application/json",
-            changes.to_string().as_bytes(),
-        );
-        assert_eq!(reply.status, 200, "POST /__config: {}", reply.text());
+        self.node.admin_post("/__config", &changes);
     }
 
     /// The next `count` requests to `route` (`imds`, `ecs`, `sts`, `sigv4` or `any`) answer
@@ -129,23 +76,11 @@ impl AwsEmulator {
         if let Some(body) = body {
             spec["body"] = body;
         }
-        let reply = self.http.post(
-            &format!("{}/__next", self.url),
-            "application/json",
-            spec.to_string().as_bytes(),
-        );
-        assert_eq!(reply.status, 200, "POST /__next: {}", reply.text());
+        self.node.admin_post("/__next", &spec);
     }
 
     /// The emulator's stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("aws.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for AwsEmulator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.node.log()
     }
 }

@@ -286,6 +286,14 @@ fn build_manager(
         Some(v) => Some(JwtValidator::new(&server.name, v, discovery, http)?),
         None => None,
     };
+    // Long-term AWS keys (configuration, environment) are not fetched from anywhere:
+    // sharing them through Redis would only copy secret keys there.
+    let shared = match &source {
+        TokenSource::Aws { source, .. } if matches!(source.kind(), "static" | "environment") => {
+            None
+        }
+        _ => shared,
+    };
     Ok(TokenManager::new(ManagerParts {
         server: server.name.clone(),
         source,

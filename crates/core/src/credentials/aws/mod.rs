@@ -11,7 +11,8 @@
 //!    guide, "Assume role credential provider", web identity): `AWS_WEB_IDENTITY_TOKEN_FILE` +
 //!    `AWS_ROLE_ARN` [+ `AWS_ROLE_SESSION_NAME`]; the file's token, re-read on every fetch (the
 //!    kubelet rotates it), goes to STS `AssumeRoleWithWebIdentity` (an unsigned Query API call,
-//!    answered in XML) at `https://sts.{region}.amazonaws.com/`: [`CredentialSource::WebIdentity`];
+//!    answered in XML) at `https://sts.{region}.amazonaws.com/` (or `AWS_ENDPOINT_URL_STS`):
+//!    [`CredentialSource::WebIdentity`];
 //! 4. the container credential provider (ECS task roles, EKS Pod Identity; "Container credential
 //!    provider"): `GET http://169.254.170.2{AWS_CONTAINER_CREDENTIALS_RELATIVE_URI}`, or
 //!    `GET {AWS_CONTAINER_CREDENTIALS_FULL_URI}` with `Authorization:` the content of
@@ -93,7 +94,7 @@ impl AwsCredentials {
 pub struct EndpointOverrides {
     /// Instead of [`IMDS_ENDPOINT`] (and of `AWS_EC2_METADATA_SERVICE_ENDPOINT`).
     pub imds: Option<Url>,
-    /// Instead of `https://sts.{region}.amazonaws.com/`.
+    /// Instead of `AWS_ENDPOINT_URL_STS` and `https://sts.{region}.amazonaws.com/`.
     pub sts: Option<Url>,
     /// Instead of [`ECS_BASE`].
     pub ecs_base: Option<Url>,
@@ -207,9 +208,11 @@ impl CredentialSource {
                 }
                 None => format!("orthanc-dicomweb-oauth-{}", unix(SystemTime::now())),
             };
-            let sts_endpoint = match &overrides.sts {
-                Some(url) => http_url(url.as_str(), "the STS endpoint override")?,
-                None => {
+            let sts_endpoint = match (&overrides.sts, var("AWS_ENDPOINT_URL_STS")) {
+                (Some(url), _) => http_url(url.as_str(), "the STS endpoint override")?,
+                // The SDKs' service-specific endpoint variable (VPC endpoints, FIPS, tests).
+                (None, Some(text)) => http_url(&text, "AWS_ENDPOINT_URL_STS")?,
+                (None, None) => {
                     sigv4::validate_name("Region", region)?;
                     let suffix = if region.starts_with("cn-") {
                         "amazonaws.com.cn"
@@ -566,6 +569,17 @@ mod tests {
                 "/v2/credentials/abc",
             ),
         ]);
+        let moved = |name: &str| {
+            web(name).or_else(|| {
+                (name == "AWS_ENDPOINT_URL_STS")
+                    .then(|| "https://sts-fips.us-east-1.amazonaws.com".to_owned())
+            })
+        };
+        let s = CredentialSource::detect(&moved, None, "us-east-1", &o).unwrap();
+        assert!(
+            matches!(&s, CredentialSource::WebIdentity { sts_endpoint, .. } if sts_endpoint.as_str() == "https://sts-fips.us-east-1.amazonaws.com/"),
+            "{s:?}"
+        );
         let s = CredentialSource::detect(&web, None, "eu-central-1", &o).unwrap();
         let CredentialSource::WebIdentity {
             sts_endpoint,

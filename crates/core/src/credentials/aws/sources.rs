@@ -5,64 +5,20 @@
 use super::{AwsCredentials, EcsAuthorization, IMDS_TOKEN_TTL_SECONDS};
 use crate::credentials::FetchError;
 use crate::error::{Error, ErrorCode};
-use crate::http_client::transport_error;
-use crate::resilience::parse_retry_after;
 use crate::secret::Secret;
 use serde_json::Value;
 use std::io::Read as _;
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 use url::Url;
 use zeroize::Zeroizing;
 
-/// Credential endpoint answers larger than this are not credentials.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// A web identity or authorization token file this large is not a token.
 const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 /// The STS API version of `AssumeRoleWithWebIdentity`.
 const STS_VERSION: &str = "2011-06-15";
 
-struct Answer {
-    status: u16,
-    retry_after: Option<Duration>,
-    body: Zeroizing<Vec<u8>>,
-}
-
-async fn send(request: reqwest::RequestBuilder, what: &str) -> Result<Answer, FetchError> {
-    let mut response = request.send().await.map_err(|e| {
-        let error = transport_error(what, &e);
-        if error.code() == ErrorCode::Net003 {
-            FetchError::fatal(error)
-        } else {
-            FetchError::transient(error, None)
-        }
-    })?;
-    let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-    let mut body = Zeroizing::new(Vec::new());
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| FetchError::transient(transport_error(what, &e), retry_after))?
-    {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(FetchError::fatal(Error::coded(
-                ErrorCode::Tok005,
-                format!("{what}: answer exceeds 1 MiB"),
-            )));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        status,
-        retry_after,
-        body,
-    })
-}
+use crate::credentials::token_response::{send, Answer};
 
 /// 5xx and 429: the endpoint is unavailable, worth retrying.
 fn unavailable(answer: &Answer, what: &str) -> Option<FetchError> {
