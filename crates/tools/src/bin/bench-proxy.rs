@@ -75,21 +75,42 @@ fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
             reply.json()["ID"].as_str().unwrap().to_owned()
         })
         .collect();
+    let (mut first_created, mut last_completed) = (f64::MAX, f64::MIN);
     for job in jobs {
-        let state = testkit::wait_for("a send job", std::time::Duration::from_secs(600), || {
-            let state = a.get(&format!("/jobs/{job}")).json()["State"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            matches!(state.as_str(), "Success" | "Failure").then_some(state)
+        let info = testkit::wait_for("a send job", std::time::Duration::from_secs(600), || {
+            let info = a.get(&format!("/jobs/{job}")).json();
+            matches!(info["State"].as_str(), Some("Success" | "Failure")).then_some(info)
         });
-        assert_eq!(state, "Success", "{server}: job {job}");
+        assert_eq!(info["State"], "Success", "{server}: job {job}");
+        first_created = first_created.min(job_time(&info["CreationTime"]));
+        last_completed = last_completed.max(job_time(&info["CompletionTime"]));
     }
+    // Orthanc's own job timestamps: polling the job state from here would
+    // quantize the duration to Orthanc's job-status update period.
+    let seconds = last_completed - first_created;
+    let _ = started;
     Sample {
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
         peak_rss_mb: peak_rss_mb(pid),
     }
+}
+
+/// Seconds (since 1970) of an Orthanc job timestamp, `YYYYMMDDTHHMMSS.ffffff`.
+fn job_time(value: &serde_json::Value) -> f64 {
+    let text = value.as_str().expect("a job timestamp");
+    let (date, time) = text.split_once('T').expect("YYYYMMDDTHHMMSS");
+    let num = |s: &str| s.parse::<i64>().expect("digits");
+    let (y, m, d) = (num(&date[0..4]), num(&date[4..6]), num(&date[6..8]));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds: f64 = time[4..].parse().expect("seconds");
+    (days * 86_400 + num(&time[0..2]) * 3600 + num(&time[2..4]) * 60) as f64 + seconds
 }
 
 fn clear_remote(b: &Orthanc) {

@@ -496,6 +496,7 @@ mod tests {
     fn answer(status: u16, body: &str) -> Answer {
         Answer {
             status,
+            headers: reqwest::header::HeaderMap::new(),
             retry_after: None,
             body: Zeroizing::new(body.as_bytes().to_vec()),
         }
