@@ -15,7 +15,7 @@ use url::Url;
 /// Chunks in flight between Orthanc's thread and the upstream connection:
 /// bounded, so a slow remote slows the sender instead of filling memory.
 /// Orthanc hands chunked bodies over in blocks of up to 1 MiB.
-const CHANNEL_CHUNKS: usize = 2;
+const CHANNEL_CHUNKS: usize = 4;
 /// Streamed bodies up to this size are kept for a replay after a 401;
 /// larger ones are not replayable (the remote's 401 is returned as AUTH-001).
 /// Small on purpose: every concurrent upload may hold this much, and with

@@ -62,8 +62,21 @@ fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
     reset_peak_rss(pid);
     let cpu0 = cpu_seconds(pid, ticks);
     let started = Instant::now();
-    // Asynchronous jobs, as Orthanc Explorer's "Send to DICOMweb server" posts
-    // them (concurrent synchronous sends crash the DICOMweb plugin 1.7 itself).
+    if let [study] = studies {
+        // One sender: a synchronous send, timed here to the millisecond.
+        let reply = a.post_json(
+            &format!("/dicom-web/servers/{server}/stow"),
+            &json!({"Resources": [study.id], "Synchronous": true}),
+        );
+        assert_eq!(reply.status, 200, "{server}: {}", reply.text());
+        return Sample {
+            seconds: started.elapsed().as_secs_f64(),
+            cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
+            peak_rss_mb: peak_rss_mb(pid),
+        };
+    }
+    // Several senders: asynchronous jobs, as Orthanc Explorer's "Send to DICOMweb
+    // server" posts them (concurrent synchronous sends crash the DICOMweb plugin 1.7).
     let jobs: Vec<String> = studies
         .iter()
         .map(|study| {
@@ -88,7 +101,6 @@ fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
     // Orthanc's own job timestamps: polling the job state from here would
     // quantize the duration to Orthanc's job-status update period.
     let seconds = last_completed - first_created;
-    let _ = started;
     Sample {
         seconds,
         cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
@@ -123,7 +135,12 @@ fn clear_remote(b: &Orthanc) {
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
