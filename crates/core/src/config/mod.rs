@@ -703,7 +703,11 @@ fn parse_server(
         Some(url) => url,
         None if provider == ProviderType::Google && r.contains("Project") => {
             let part = |key: &str| -> Result<String, ConfigError> {
-                r.opt_nonempty(key)?.ok_or_else(|| r.missing(key, " (the Healthcare API URL is built from Project, Location, Dataset and DicomStore)"))
+                r.opt_nonempty(key)?.ok_or_else(|| r.error(
+                        ErrorCode::Cfg002,
+                        key,
+                        "ProviderType google without Url needs Project, Location, Dataset and DicomStore",
+                    ))
             };
             google::healthcare_dicomweb_url(
                 None,
@@ -787,9 +791,9 @@ fn parse_server(
             imds_endpoint: r.opt_http_url("ImdsEndpoint")?,
         },
         ProviderType::Aws => {
-            let region = r
-                .opt_nonempty("Region")?
-                .ok_or_else(|| r.missing("Region", " for ProviderType aws"))?;
+            let region = r.opt_nonempty("Region")?.ok_or_else(|| {
+                r.error(ErrorCode::Cfg002, "Region", "ProviderType aws needs Region")
+            })?;
             if !region
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-')
@@ -804,7 +808,11 @@ fn parse_server(
                 } else {
                     "AccessKeyId"
                 };
-                return Err(r.missing(missing, " (AccessKeyId and SecretAccessKey go together)"));
+                return Err(r.error(
+                    ErrorCode::Cfg002,
+                    missing,
+                    "ProviderType aws needs AccessKeyId and SecretAccessKey together (or neither: the standard chain)",
+                ));
             }
             if r.enumerated("Mode")? == "header" {
                 return Err(r.error(

@@ -357,3 +357,35 @@ fn proxy_clients_default_to_loopback() {
         (ErrorCode::Cfg002, "DicomWebOAuth.ProxyAllowedClients")
     );
 }
+
+#[test]
+fn a_providers_missing_keys_are_cfg002_naming_them() {
+    let e = err(json!({"Servers": {"s": {"ProviderType": "aws", "Url": "https://x/y"}}}));
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg002, "DicomWebOAuth.Servers.s.Region")
+    );
+    assert!(e.message.contains("aws"), "{e}");
+    let e = err(
+        json!({"Servers": {"s": {"ProviderType": "aws", "Url": "https://x/y", "Region": "us-east-1",
+                                          "AccessKeyId": "AKIA"}}}),
+    );
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg002, "DicomWebOAuth.Servers.s.SecretAccessKey")
+    );
+    let e = err(
+        json!({"Servers": {"s": {"ProviderType": "google", "Project": "p", "Location": "l", "Dataset": "d"}}}),
+    );
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg002, "DicomWebOAuth.Servers.s.DicomStore")
+    );
+    let e = err(
+        json!({"Servers": {"s": {"ProviderType": "aws", "Url": "https://x/y", "Region": "us-east-1", "Mode": "header"}}}),
+    );
+    assert_eq!(
+        (e.code, e.key.as_str()),
+        (ErrorCode::Cfg002, "DicomWebOAuth.Servers.s.Mode")
+    );
+}
