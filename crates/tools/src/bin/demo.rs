@@ -71,15 +71,8 @@ fn run() -> Result<(), String> {
     )?;
 
     step("Starting Orthanc A with the DICOMweb plugin and orthanc-dicomweb-oauth");
-    let port = testkit::free_port();
+    // Only a DicomWebOAuth section: the plugin registers "cloud" in the DICOMweb plugin itself.
     let orthanc = OrthancBuilder::new()
-        .port(port)
-        .set(
-            "DicomWeb",
-            json!({"Enable": true, "Root": "/dicom-web/", "Servers": {
-                "cloud": {"Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/cloud/")}
-            }}),
-        )
         .oauth(json!({"ConfigVersion": "2.0", "Servers": {"cloud": {
             "Url": format!("{}/dicom-web", gateway.url),
             "TokenEndpoint": idp.token_endpoint(),
@@ -88,8 +81,18 @@ fn run() -> Result<(), String> {
             "Scope": "dicom.read dicom.write",
         }}}))
         .start();
-    println!("    http://127.0.0.1:{port} — DICOMweb server 'cloud' goes through the plugin's proxy route");
-
+    let registered = wait_for(
+        "the plugin to register 'cloud'",
+        Duration::from_secs(30),
+        || {
+            let servers = orthanc.get("/dicom-web/servers?expand").json();
+            servers["cloud"]["Url"].as_str().map(str::to_owned)
+        },
+    );
+    println!(
+        "    {} — the plugin registered DICOMweb server 'cloud' at {registered}",
+        orthanc.url("")
+    );
     let test = orthanc.post_json("/dicomweb-oauth/servers/cloud/test", &json!({}));
     let data = &test.json()["data"];
     check(
