@@ -4,14 +4,16 @@
 //! passwords and database numbers, TLS, outages and recovery, and that no
 //! secret reaches a log line, an error or a Debug output.
 
+mod common;
+
 use base64::Engine as _;
+use common::{capture_logs, logs};
 use dicomweb_oauth_core::secret::Secret;
 use dicomweb_oauth_core::shared_cache::{
     SharedToken, SharedTokenStore, StoreConfig, StoreError, DEFAULT_KEY_PREFIX,
 };
 use dicomweb_oauth_core::ErrorCode;
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use testkit::{wait_for, RedisServer, TestCa};
 
@@ -25,42 +27,6 @@ const OTHER_KEY_B64: &str = "HxwdHhscGRgXFhUUExIREA8ODQwLCgkIBwYFBAMCAQA=";
 const PASSWORD: &str = "S3CRET-shared-pass:w@rd";
 const PASSWORD_IN_URL: &str = "S3CRET-shared-pass%3Aw%40rd";
 const TIMEOUT: Duration = Duration::from_millis(250);
-
-// ---- log capture (the core logs through `tracing`) ----
-
-static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-
-#[derive(Clone)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-fn capture_logs() {
-    let buffer = LOGS
-        .get_or_init(|| Arc::new(Mutex::new(Vec::new())))
-        .clone();
-    let writer = Capture(buffer);
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _ = tracing::subscriber::set_global_default(subscriber);
-}
-
-fn logs() -> String {
-    LOGS.get()
-        .map(|b| String::from_utf8_lossy(&b.lock().unwrap()).into_owned())
-        .unwrap_or_default()
-}
 
 /// Log lines that mention `needle` and the store of `port` (each test has its own).
 fn log_lines_with(needle: &str, port: u16) -> usize {

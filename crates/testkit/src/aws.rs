@@ -71,12 +71,7 @@ impl AwsEmulator {
         body: Option<Value>,
         headers: Value,
     ) {
-        let mut spec =
-            json!({"status": status, "count": count, "route": route, "headers": headers});
-        if let Some(body) = body {
-            spec["body"] = body;
-        }
-        self.node.admin_post("/__next", &spec);
+        self.node.inject_next(route, status, count, body, headers);
     }
 
     /// The emulator's stderr so far.

@@ -63,17 +63,7 @@ impl AzureEmulator {
         body: Option<Value>,
         headers: Value,
     ) {
-        let mut spec =
-            json!({"status": status, "count": count, "route": route, "headers": headers});
-        if let Some(body) = body {
-            spec["body"] = body;
-        }
-        let reply = self.node.http.post(
-            &format!("{}/__next", self.url),
-            "application/json",
-            spec.to_string().as_bytes(),
-        );
-        assert_eq!(reply.status, 200, "POST /__next: {}", reply.text());
+        self.node.inject_next(route, status, count, body, headers);
     }
 
     /// Shorthand: the next `count` requests (any route) answer `status` with the default body.

@@ -119,6 +119,25 @@ impl NodeFixture {
     }
 }
 
+impl NodeFixture {
+    /// The emulators' fault injection (`POST /__next`): the next `count` requests to `route`
+    /// answer `status` with `body` (a JSON value, or a string sent as text) and extra `headers`.
+    pub fn inject_next(
+        &self,
+        route: &str,
+        status: u16,
+        count: u32,
+        body: Option<Value>,
+        headers: Value,
+    ) {
+        let mut spec = serde_json::json!({"status": status, "count": count, "route": route, "headers": headers});
+        if let Some(body) = body {
+            spec["body"] = body;
+        }
+        self.admin_post("/__next", &spec);
+    }
+}
+
 impl Drop for NodeFixture {
     fn drop(&mut self) {
         let _ = self.child.kill();
