@@ -42,7 +42,12 @@ fn bearer_tokens(upstream: &FaultServer) -> BTreeSet<String> {
         .collect()
 }
 
-/// Sends proxied requests from every instance until `stop`, asserting each succeeds.
+/// The pace of `traffic` per instance: enough to keep every token in use, bounded so
+/// three debug Orthancs on a 2-core CI machine leave room for the other test's processes.
+const REQUEST_INTERVAL: Duration = Duration::from_millis(40);
+
+/// Sends proxied requests from every instance (one per `REQUEST_INTERVAL` at most) for
+/// `duration`, asserting each succeeds.
 fn traffic(nodes: &[(Orthanc, FaultServer)], duration: Duration) -> usize {
     let stop = AtomicBool::new(false);
     let count = std::thread::scope(|scope| {
@@ -52,11 +57,13 @@ fn traffic(nodes: &[(Orthanc, FaultServer)], duration: Duration) -> usize {
                 let stop = &stop;
                 scope.spawn(move || {
                     let mut sent = 0;
+                    let mut next = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         let reply = orthanc.get("/oauth-dicom-web/servers/cloud/studies");
                         assert_eq!(reply.status, 200, "a request failed: {}", reply.text());
                         sent += 1;
-                        std::thread::sleep(Duration::from_millis(40));
+                        next += REQUEST_INTERVAL;
+                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
                     }
                     sent
                 })
