@@ -12,6 +12,7 @@
 
 #![allow(non_camel_case_types, non_snake_case)]
 
+use crate::http::Bytes;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
@@ -681,6 +682,46 @@ unsafe extern "C" fn reader_factory(
     ERROR_SUCCESS
 }
 
+/// Orthanc's chunk buffer, lent to the upstream connection instead of copied.
+/// Dropping the last `Bytes` that points into it drops the sender, which tells
+/// `reader_add_chunk` that Orthanc may reuse the buffer.
+struct LentOrthancBuffer {
+    data: *const u8,
+    len: usize,
+    _on_release: std::sync::mpsc::SyncSender<()>,
+}
+
+// SAFETY: the buffer is only read, and `reader_add_chunk` keeps it alive (does not
+// return to Orthanc) until every `Bytes` holding this owner, on any thread, is gone.
+unsafe impl Send for LentOrthancBuffer {}
+
+impl AsRef<[u8]> for LentOrthancBuffer {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see `lend_orthanc_buffer`: `data` points to `len` readable bytes
+        // for as long as this owner exists.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+/// `Bytes` over Orthanc's buffer (no copy), and the receiver that disconnects when
+/// the last of them is dropped.
+///
+/// # Safety
+/// `data` must point to `len` readable bytes that stay valid until the receiver
+/// reports the disconnection; the caller must wait for it before returning.
+unsafe fn lend_orthanc_buffer(
+    data: *const u8,
+    len: usize,
+) -> (Bytes, std::sync::mpsc::Receiver<()>) {
+    let (on_release, released) = std::sync::mpsc::sync_channel(0);
+    let owner = LentOrthancBuffer {
+        data,
+        len,
+        _on_release: on_release,
+    };
+    (Bytes::from_owner(owner), released)
+}
+
 unsafe extern "C" fn reader_add_chunk(
     reader: *mut OrthancPluginServerChunkedRequestReader,
     data: *const c_void,
@@ -689,16 +730,24 @@ unsafe extern "C" fn reader_add_chunk(
     // SAFETY: `reader` is the box created by reader_factory, alive until reader_finalize;
     // Orthanc calls the reader's callbacks one at a time.
     let state = unsafe { &mut *reader.cast::<ChunkedReader>() };
-    let chunk: &[u8] = if data.is_null() || size == 0 {
-        &[]
+    let (chunk, released) = if data.is_null() || size == 0 {
+        (Bytes::new(), None)
     } else {
-        // SAFETY: Orthanc passes `size` readable bytes for the duration of the call.
-        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), size as usize) }
+        // SAFETY: Orthanc passes `size` readable bytes that stay valid for the duration
+        // of this call; `released` is waited for below, before returning.
+        let (chunk, released) = unsafe { lend_orthanc_buffer(data.cast::<u8>(), size as usize) };
+        (chunk, Some(released))
     };
-    let outcome = guard("receiving a chunk", || match state {
+    let receiving = &mut *state;
+    let outcome = guard("receiving a chunk", move || match receiving {
         ChunkedReader::Receiving(upload) => upload.add_chunk(chunk).err(),
         _ => None,
     });
+    if let Some(released) = released {
+        // Every `Bytes` pointing into Orthanc's buffer is gone once the sender side
+        // disconnects (also after a panic: unwinding dropped the closure's copy).
+        let _ = released.recv();
+    }
     match outcome {
         Some(None) => {}
         Some(Some(refusal)) => *state = ChunkedReader::Refused(refusal),

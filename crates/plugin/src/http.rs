@@ -82,8 +82,10 @@ impl Response {
 
 /// A request body arriving in chunks (POST/PUT on a chunked route).
 pub trait Upload: Send {
-    /// One chunk of the body; an `Err` answer ends the request.
-    fn add_chunk(&mut self, data: &[u8]) -> Result<(), Response>;
+    /// One chunk of the body; an `Err` answer ends the request. `data` points into
+    /// Orthanc's buffer: the call returns to Orthanc only once every clone is dropped,
+    /// so keep it no longer than it takes to send it on (copy what must outlive that).
+    fn add_chunk(&mut self, data: Bytes) -> Result<(), Response>;
     /// The body is complete: produce the answer.
     fn finish(self: Box<Self>) -> Response;
 }

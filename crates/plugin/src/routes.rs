@@ -245,7 +245,7 @@ struct ProxyUpload {
 }
 
 impl Upload for ProxyUpload {
-    fn add_chunk(&mut self, data: &[u8]) -> Result<(), Response> {
+    fn add_chunk(&mut self, data: Bytes) -> Result<(), Response> {
         self.sender.send_blocking(data);
         Ok(())
     }

@@ -195,21 +195,20 @@ fn a_revoked_token_is_replaced_after_the_remote_401() {
     let s = setup();
     let study = create_study(&s.a, "E2E-401", 1, 10_000);
     assert_eq!(stow(&s.a, &[&study.id]).status, 200);
+    let unix_seconds = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let revoked_in = unix_seconds();
     s.gateway.revoke_tokens_before_now();
-    // Tokens carry whole-second iat: make sure the next one is strictly newer.
+    // Tokens carry whole-second iat: the next one must come from a later second.
     testkit::wait_for(
-        "the clock to pass a second",
+        "the clock to reach the next second",
         std::time::Duration::from_secs(3),
-        || {
-            (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_millis()
-                < 900)
-                .then_some(())
-        },
+        || (unix_seconds() > revoked_in).then_some(()),
     );
-    std::thread::sleep(std::time::Duration::from_millis(1100));
     let qido =
         s.a.post_json("/dicom-web/servers/cloud/qido", &json!({"Uri": "/studies"}));
     assert_eq!(qido.status, 200, "{}", qido.text());

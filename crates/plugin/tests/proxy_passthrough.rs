@@ -165,7 +165,7 @@ fn streamed_post_body_arrives_intact() {
     let idp = idp();
     let upstream = FaultServer::start(vec![Fault::json(200, json!({"stored": true}))]);
     let orthanc = orthanc(&idp, &upstream, json!({}));
-    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = patterned(3_000_000);
     let reply = orthanc.http().request(
         "POST",
         &orthanc.url("/oauth-dicom-web/servers/remote/studies"),
@@ -224,6 +224,64 @@ fn a_401_drops_the_token_and_retries_once() {
     assert_eq!(reply.status, 401);
     assert_eq!(reply.json()["error_code"], "AUTH-001");
     assert_eq!(upstream.request_count() - before, 2);
+}
+
+/// Bytes that differ from one position to the next (a shifted block would show).
+fn patterned(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn chunked_bodies_small_ones_replayed_after_a_401_large_ones_streamed_and_never_replayed() {
+    let idp = idp();
+    let upstream = FaultServer::start(vec![
+        Fault::text(401, "application/json", "{\"error\":\"invalid_token\"}"),
+        Fault::json(200, json!({"ok": 1})),
+    ]);
+    let orthanc = orthanc(&idp, &upstream, json!({}));
+    let url = orthanc.url("/oauth-dicom-web/servers/remote/studies");
+    let headers = [("Content-Type", "application/dicom")];
+
+    // Small: Orthanc hands it over in one block, kept for the replay.
+    let small = patterned(200_000);
+    let reply = orthanc.http().post_chunked(&url, &headers, &small);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1].body == small,
+        "the small body was replayed intact"
+    );
+
+    // Large: streamed in Orthanc's 1 MiB blocks (lent, not copied); the remote answers
+    // 401 before reading any of it. Not replayable: AUTH-001, one request, no hang.
+    let large = patterned((3 << 20) + 12_345);
+    upstream.set_script(vec![Fault::AnswerBeforeBody(Box::new(Fault::text(
+        401,
+        "application/json",
+        "{\"error\":\"invalid_token\"}",
+    )))]);
+    let before = upstream.request_count();
+    let reply = orthanc.http().post_chunked(&url, &headers, &large);
+    assert_eq!(reply.status, 401, "{}", reply.text());
+    let error = reply.json();
+    assert_eq!(error["error_code"], "AUTH-001");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("too large to be replayed")),
+        "{error}"
+    );
+    assert_eq!(upstream.request_count() - before, 1, "no retry");
+
+    // The same large body, accepted: it arrives byte for byte, and every Orthanc
+    // thread that lent a block got it back (the request completes at all).
+    upstream.set_script(vec![Fault::json(200, json!({"stored": true}))]);
+    let reply = orthanc.http().post_chunked(&url, &headers, &large);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let seen = upstream.requests().pop().unwrap();
+    assert_eq!(seen.body.len(), large.len());
+    assert!(seen.body == large, "body changed in transit");
 }
 
 #[test]

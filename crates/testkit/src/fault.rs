@@ -49,6 +49,10 @@ pub enum Fault {
     Delay { delay: Duration, then: Box<Fault> },
     /// Reads the whole request, then closes the connection without answering.
     CloseConnection,
+    /// Answers with `then` as soon as the request head has arrived, without reading
+    /// the body, and closes the connection: what servers that check credentials
+    /// before anything else do. The request is recorded with an empty body.
+    AnswerBeforeBody(Box<Fault>),
 }
 
 impl Fault {
@@ -94,6 +98,9 @@ impl Fault {
             },
             Fault::CloseConnection => {
                 panic!("Fault::CloseConnection sends no response to add the header {k} to")
+            }
+            Fault::AnswerBeforeBody(then) => {
+                Fault::AnswerBeforeBody(Box::new(then.with_header(k, v)))
             }
         }
     }
@@ -267,6 +274,13 @@ impl Shared {
         *lock(&self.stopping)
     }
 
+    /// Whether the script's next answer is a [`Fault::AnswerBeforeBody`].
+    fn next_answers_before_body(&self) -> bool {
+        let state = lock(&self.state);
+        let index = state.position.min(state.script.len() - 1);
+        matches!(state.script[index], Fault::AnswerBeforeBody(_))
+    }
+
     /// Records `request` and returns the script's answer to it.
     fn record(&self, request: RecordedRequest) -> Fault {
         let mut state = lock(&self.state);
@@ -355,14 +369,47 @@ fn serve_connection(
 trait Transport: Read + Write {
     /// Ends the stream politely before the socket is closed.
     fn finish(&mut self) {}
+    fn socket(&self) -> &TcpStream;
 }
 
-impl Transport for TcpStream {}
+impl Transport for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
 
 impl Transport for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
     fn finish(&mut self) {
         self.conn.send_close_notify();
         let _ = self.flush();
+    }
+
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// A lingering close after an answer sent before the body was read: stop writing,
+/// then read and discard what the client still sends (≤ 5 s), so the unread body
+/// does not turn the close into a reset that could destroy the answer in flight.
+fn linger<S: Transport>(reader: &mut BufReader<S>) {
+    let stream = reader.get_mut();
+    stream.finish();
+    let _ = stream.socket().shutdown(Shutdown::Write);
+    let _ = stream
+        .socket()
+        .set_read_timeout(Some(Duration::from_millis(500)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut sink = vec![0; 64 << 10];
+    while std::time::Instant::now() < deadline {
+        match reader.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            }
+            Err(_) => break,
+        }
     }
 }
 
@@ -371,9 +418,21 @@ impl Transport for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
 fn serve<S: Transport>(stream: S, number: usize, shared: &Shared) -> io::Result<()> {
     let mut reader = BufReader::new(stream);
     loop {
-        let Some(incoming) = read_request(&mut reader, number)? else {
+        let Some(head) = read_head(&mut reader, number)? else {
             return Ok(());
         };
+        if shared.next_answers_before_body() {
+            let fault = shared.record(head.request);
+            let Some((status, mut headers, body)) = resolve(fault, shared) else {
+                return Ok(());
+            };
+            headers.push(("Connection".into(), "close".into()));
+            let stream = reader.get_mut();
+            write_response(stream, status, &headers, &body, false, head.head_only)?;
+            linger(&mut reader);
+            return Ok(());
+        }
+        let incoming = read_body(&mut reader, head)?;
         let fault = shared.record(incoming.request);
         let Some((status, headers, body)) = resolve(fault, shared) else {
             // Dropping the stream closes the socket, with no answer.
@@ -409,6 +468,7 @@ fn resolve(mut fault: Fault, shared: &Shared) -> Option<Response> {
                 body,
             } => return Some((status, headers, body)),
             Fault::CloseConnection => return None,
+            Fault::AnswerBeforeBody(then) => fault = *then,
             Fault::Delay { delay, then } => {
                 if !shared.wait_unless_stopping(delay) {
                     return None;
@@ -474,11 +534,21 @@ fn has_token(headers: &[(String, String)], name: &str, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Reads one request; `None` if the client closed the connection between requests.
-fn read_request<S: Transport>(
+/// A request whose head has been read, its body not yet.
+struct Head {
+    request: RecordedRequest,
+    keep_alive: bool,
+    head_only: bool,
+    chunked: bool,
+    content_length: Option<usize>,
+    expects_continue: bool,
+}
+
+/// Reads one request head; `None` if the client closed the connection between requests.
+fn read_head<S: Transport>(
     reader: &mut BufReader<S>,
     connection: usize,
-) -> io::Result<Option<Incoming>> {
+) -> io::Result<Option<Head>> {
     let mut request_line = None;
     for _ in 0..=MAX_LEADING_EMPTY_LINES {
         match read_line(reader)? {
@@ -516,17 +586,40 @@ fn read_request<S: Transport>(
         ),
         _ => None,
     };
-    if !http10
+    let expects_continue = !http10
         && has_token(&headers, "expect", "100-continue")
-        && (chunked || content_length.is_some_and(|n| n > 0))
-    {
+        && (chunked || content_length.is_some_and(|n| n > 0));
+    let keep_alive = if has_token(&headers, "connection", "close") {
+        false
+    } else {
+        !http10 || has_token(&headers, "connection", "keep-alive")
+    };
+    Ok(Some(Head {
+        head_only: method == "HEAD",
+        keep_alive,
+        chunked,
+        content_length,
+        expects_continue,
+        request: RecordedRequest {
+            method,
+            path,
+            headers,
+            body: Vec::new(),
+            connection,
+        },
+    }))
+}
+
+/// Reads the body of the request whose head is `head`.
+fn read_body<S: Transport>(reader: &mut BufReader<S>, head: Head) -> io::Result<Incoming> {
+    if head.expects_continue {
         let stream = reader.get_mut();
         stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
         stream.flush()?;
     }
-    let body = if chunked {
+    let body = if head.chunked {
         read_chunked(reader)?
-    } else if let Some(length) = content_length {
+    } else if let Some(length) = head.content_length {
         if length > MAX_BODY {
             return Err(invalid("body too large"));
         }
@@ -536,23 +629,14 @@ fn read_request<S: Transport>(
     } else {
         Vec::new()
     };
-
-    let keep_alive = if has_token(&headers, "connection", "close") {
-        false
-    } else {
-        !http10 || has_token(&headers, "connection", "keep-alive")
-    };
-    Ok(Some(Incoming {
-        head_only: method == "HEAD",
-        keep_alive,
+    Ok(Incoming {
+        head_only: head.head_only,
+        keep_alive: head.keep_alive,
         request: RecordedRequest {
-            method,
-            path,
-            headers,
             body,
-            connection,
+            ..head.request
         },
-    }))
+    })
 }
 
 /// A chunked body (RFC 9112 §7.1): extensions ignored, trailers read and dropped.

@@ -118,6 +118,20 @@ impl HttpClient {
         Self::finish(self.agent.run(request))
     }
 
+    /// A POST whose body goes out with `Transfer-Encoding: chunked` (no `Content-Length`),
+    /// as the DICOMweb plugin sends STOW bodies: Orthanc streams it to a plugin in blocks.
+    pub fn post_chunked(&self, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let mut builder = ureq::http::Request::builder().method("POST").uri(url);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let mut reader = body;
+        let request = builder
+            .body(ureq::SendBody::from_reader(&mut reader))
+            .expect("request");
+        Self::finish(self.agent.run(request)).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+    }
+
     pub fn request(
         &self,
         method: &str,

@@ -88,6 +88,7 @@ pub struct OrthancBuilder {
     config: Value,
     env: Vec<(String, String)>,
     with_oauth_plugin: bool,
+    plugin_override: Option<PathBuf>,
     port: Option<u16>,
     credentials: Option<(String, String)>,
 }
@@ -113,6 +114,7 @@ impl OrthancBuilder {
             }),
             env: Vec::new(),
             with_oauth_plugin: true,
+            plugin_override: None,
             port: None,
             credentials: None,
         }
@@ -145,6 +147,12 @@ impl OrthancBuilder {
         self
     }
 
+    /// Loads this build of our plugin instead of [`oauth_plugin`]'s (a benchmark's baseline).
+    pub fn oauth_plugin_at(mut self, path: &Path) -> Self {
+        self.plugin_override = Some(path.to_owned());
+        self
+    }
+
     /// Loads only the DICOMweb plugin (for a plain remote Orthanc).
     pub fn without_oauth_plugin(mut self) -> Self {
         self.with_oauth_plugin = false;
@@ -171,7 +179,7 @@ impl OrthancBuilder {
         let port = self.port.unwrap_or_else(free_port);
         let mut plugins = vec![dicomweb_plugin()];
         if self.with_oauth_plugin {
-            plugins.push(oauth_plugin());
+            plugins.push(self.plugin_override.take().unwrap_or_else(oauth_plugin));
         }
         self.config["HttpPort"] = json!(port);
         self.config["StorageDirectory"] = json!(dir.path().join("db"));
@@ -184,40 +192,23 @@ impl OrthancBuilder {
         )
         .unwrap();
         let log_path = dir.path().join("orthanc.log");
-        let log = File::create(&log_path).expect("log file");
-        let child = Command::new(orthanc_binary())
-            .arg("--verbose")
-            .arg(&config_path)
-            .current_dir(dir.path())
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start Orthanc");
+        let child = spawn_orthanc(dir.path(), &self.env);
         (child, dir, port, log_path)
     }
 
     /// Starts Orthanc and waits until its REST API answers; panics with its log if it exits.
     pub fn start(self) -> Orthanc {
         let http = self.client();
+        let env = self.env.clone();
         let (mut child, dir, port, log_path) = self.spawn();
-        let url = format!("http://127.0.0.1:{port}");
-        let ready = wait_for("Orthanc to answer /system", START_TIMEOUT, || {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(Err(status));
-            }
-            match http.try_get(&format!("{url}/system")) {
-                Ok(reply) if reply.status == 200 => Some(Ok(())),
-                _ => None,
-            }
-        });
+        let ready = wait_until_ready(&mut child, &http, port);
         let orthanc = Orthanc {
             child: Some(child),
             dir,
             port,
             log_path,
             http,
+            env,
         };
         if let Err(status) = ready {
             panic!(
@@ -252,6 +243,39 @@ impl OrthancBuilder {
     }
 }
 
+/// `Orthanc --verbose DIR/orthanc.json`, logging to (the end of) `DIR/orthanc.log`.
+fn spawn_orthanc(dir: &Path, env: &[(String, String)]) -> Child {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("orthanc.log"))
+        .expect("log file");
+    Command::new(orthanc_binary())
+        .arg("--verbose")
+        .arg(dir.join("orthanc.json"))
+        .current_dir(dir)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("start Orthanc")
+}
+
+/// Waits until Orthanc's REST API answers; `Err` if the process exited first.
+fn wait_until_ready(child: &mut Child, http: &HttpClient, port: u16) -> Result<(), ExitStatus> {
+    let url = format!("http://127.0.0.1:{port}/system");
+    wait_for("Orthanc to answer /system", START_TIMEOUT, || {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(Err(status));
+        }
+        match http.try_get(&url) {
+            Ok(reply) if reply.status == 200 => Some(Ok(())),
+            _ => None,
+        }
+    })
+}
+
 /// An Orthanc that stopped by itself.
 #[derive(Debug)]
 pub struct Exited {
@@ -266,9 +290,31 @@ pub struct Orthanc {
     port: u16,
     log_path: PathBuf,
     http: HttpClient,
+    env: Vec<(String, String)>,
 }
 
 impl Orthanc {
+    /// Shuts Orthanc down and starts it again on the same configuration and
+    /// storage (a fresh process: e.g. memory figures without earlier history).
+    pub fn restart(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = self
+            .http
+            .post(&self.url("/tools/shutdown"), "text/plain", b"");
+        wait_for("Orthanc to shut down", Duration::from_secs(30), || {
+            child.try_wait().expect("wait for Orthanc")
+        });
+        let mut child = spawn_orthanc(self.dir.path(), &self.env);
+        let ready = wait_until_ready(&mut child, &self.http, self.port);
+        self.child = Some(child);
+        if let Err(status) = ready {
+            panic!(
+                "Orthanc exited on restart ({status}); its log:\n{}",
+                self.log()
+            );
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }

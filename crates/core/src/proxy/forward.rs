@@ -12,15 +12,20 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use url::Url;
 
-/// Chunks in flight between Orthanc's thread and the upstream connection:
-/// bounded, so a slow remote slows the sender instead of filling memory.
-/// Orthanc hands chunked bodies over in blocks of up to 1 MiB.
-const CHANNEL_CHUNKS: usize = 4;
-/// Streamed bodies up to this size are kept for a replay after a 401;
-/// larger ones are not replayable (the remote's 401 is returned as AUTH-001).
-/// Small on purpose: every concurrent upload may hold this much, and with
-/// tokens refreshed ahead of expiry a 401 in the middle of a send is rare.
+/// Chunks queued between Orthanc's thread and the upstream connection. The
+/// plugin lends Orthanc's own buffer and waits until it has been written (see
+/// [`BodySender::send_blocking`]), so one chunk per upload is in flight at most.
+const CHANNEL_CHUNKS: usize = 1;
+/// Bodies Orthanc hands over whole, up to this size, are kept for a replay
+/// after a 401; larger or streamed ones are not replayable (the remote's 401 is
+/// returned as AUTH-001). Small on purpose: every concurrent upload may hold
+/// this much, and with tokens refreshed ahead of expiry a 401 in the middle
+/// of a send is rare.
 pub const REPLAY_LIMIT: usize = 4 << 20;
+/// The block in which Orthanc streams a chunked request body to a plugin
+/// (Orthanc's HTTP server reads into a 1 MiB buffer and hands it over full).
+/// A full block means more is coming: the body is too large to replay.
+const ORTHANC_BLOCK: usize = 1 << 20;
 
 /// A request to send upstream (URL already checked, headers already filtered).
 #[derive(Debug, Clone)]
@@ -125,15 +130,19 @@ pub fn body_pipe() -> (BodySender, BodyStream) {
 impl BodySender {
     /// Hands one chunk to the upstream request, waiting while the pipe is
     /// full. Call from a thread outside the runtime (Orthanc's HTTP thread).
-    pub fn send_blocking(&mut self, chunk: &[u8]) {
-        let bytes = pooled_copy(chunk);
-        self.sent += bytes.len() as u64;
+    ///
+    /// The sender keeps no reference to `chunk` once the upstream connection has
+    /// written it (or dropped it): the plugin lends Orthanc's buffer without a
+    /// copy and waits for exactly that. A replay keeps its own copy, and only of
+    /// a body that can still be replayed.
+    pub fn send_blocking(&mut self, chunk: Bytes) {
+        self.sent += chunk.len() as u64;
         {
             let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
             if !replay.overflowed {
-                if replay.size + bytes.len() <= REPLAY_LIMIT {
-                    replay.size += bytes.len();
-                    replay.chunks.push(bytes.clone());
+                if chunk.len() != ORTHANC_BLOCK && replay.size + chunk.len() <= REPLAY_LIMIT {
+                    replay.size += chunk.len();
+                    replay.chunks.push(Bytes::copy_from_slice(&chunk));
                 } else {
                     replay.overflowed = true;
                     replay.chunks = Vec::new();
@@ -141,7 +150,7 @@ impl BodySender {
             }
         }
         if let Some(tx) = &self.tx {
-            if tx.blocking_send(Ok(bytes)).is_err() {
+            if tx.blocking_send(Ok(chunk)).is_err() {
                 // The upstream request ended early (e.g. a 401 before reading the body).
                 self.tx = None;
             }
@@ -172,43 +181,6 @@ impl BodyStream {
         }
         Some(Bytes::from(all))
     }
-}
-
-/// Recycled chunk buffers: Orthanc hands over 1 MiB blocks, and a fresh
-/// allocation per block costs page faults on every megabyte sent. A buffer
-/// returns here when the upstream connection has written it.
-static CHUNK_POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-/// Buffers kept for reuse (enough for the in-flight chunks of a few uploads).
-const POOL_SIZE: usize = 32;
-
-struct PooledChunk(Vec<u8>);
-
-impl AsRef<[u8]> for PooledChunk {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Drop for PooledChunk {
-    fn drop(&mut self) {
-        let buffer = std::mem::take(&mut self.0);
-        let mut pool = CHUNK_POOL.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < POOL_SIZE && buffer.capacity() <= 2 << 20 {
-            pool.push(buffer);
-        }
-    }
-}
-
-/// A copy of `chunk` in a recycled buffer.
-fn pooled_copy(chunk: &[u8]) -> Bytes {
-    let mut buffer = CHUNK_POOL
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .pop()
-        .unwrap_or_default();
-    buffer.clear();
-    buffer.extend_from_slice(chunk);
-    Bytes::from_owner(PooledChunk(buffer))
 }
 
 /// The body of one attempt.

@@ -6,7 +6,11 @@
 //! Reports throughput, CPU seconds used by Orthanc A (/proc/PID/stat) and A's
 //! peak RSS during the sends (VmHWM, reset before each send).
 //!
-//! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)]
+//! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)] [SENDERS (1,4)]
+//!
+//! `BENCH_PROFILE=1` prints each Orthanc's role and PID first (for `perf record -p`);
+//! `BENCH_BASELINE_PLUGIN=PATH` adds a fourth path: proxy mode with another build of the
+//! plugin (e.g. the previous commit's), to measure a change side by side.
 
 use serde_json::json;
 use std::time::Instant;
@@ -147,6 +151,15 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let study_mb: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
     let repetitions: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let senders: Vec<usize> = args.get(3).map_or_else(
+        || vec![1, 4],
+        |list| {
+            list.split(',')
+                .map(|n| n.parse().expect("SENDERS: a comma-separated list of 1..=4"))
+                .filter(|n| (1..=4).contains(n))
+                .collect()
+        },
+    );
     let instances = study_mb.div_ceil(INSTANCE_MB);
     let ticks = clock_ticks();
     let secret = "bench-secret";
@@ -177,7 +190,7 @@ fn main() {
         .unwrap()
         .to_owned();
 
-    let direct = OrthancBuilder::new()
+    let mut direct = OrthancBuilder::new()
         .without_oauth_plugin()
         .set("HttpTimeout", json!(600))
         .set("ConcurrentJobs", json!(4))
@@ -189,25 +202,35 @@ fn main() {
             }}}),
         )
         .start();
-    let port = testkit::free_port();
-    let proxied = OrthancBuilder::new()
-        .port(port)
-        .set("HttpTimeout", json!(600))
-        .set("ConcurrentJobs", json!(4))
-        .set(
-            "DicomWeb",
-            json!({"Enable": true, "Root": "/dicom-web/", "Servers": {"remote": {
-                "Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/remote/")
-            }}}),
-        )
-        .oauth(json!({"Servers": {"remote": {
-            "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
-            "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write"
-        }}}))
-        .start();
+    // Proxy mode: the DICOMweb plugin's entry points at our proxy route on loopback.
+    let proxy_orthanc = |plugin: Option<&std::path::Path>| {
+        let port = testkit::free_port();
+        let mut builder = OrthancBuilder::new()
+            .port(port)
+            .set("HttpTimeout", json!(600))
+            .set("ConcurrentJobs", json!(4))
+            .set(
+                "DicomWeb",
+                json!({"Enable": true, "Root": "/dicom-web/", "Servers": {"remote": {
+                    "Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/remote/")
+                }}}),
+            )
+            .oauth(json!({"Servers": {"remote": {
+                "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
+                "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write"
+            }}}));
+        if let Some(plugin) = plugin {
+            builder = builder.oauth_plugin_at(plugin);
+        }
+        builder.start()
+    };
+    let mut proxied = proxy_orthanc(None);
+    // Another build of the plugin side by side (BENCH_BASELINE_PLUGIN), to measure a change.
+    let baseline_plugin = std::env::var_os("BENCH_BASELINE_PLUGIN").map(std::path::PathBuf::from);
+    let mut baseline = baseline_plugin.as_deref().map(|p| proxy_orthanc(Some(p)));
 
     // Header mode: the plugin registers "remote" itself, with a fresh Authorization header.
-    let header = OrthancBuilder::new()
+    let mut header = OrthancBuilder::new()
         .set("HttpTimeout", json!(600))
         .set("ConcurrentJobs", json!(4))
         .oauth(json!({"Servers": {"remote": {
@@ -216,6 +239,26 @@ fn main() {
             "Mode": "header"
         }}}))
         .start();
+    eprintln!(
+        "creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…"
+    );
+    let make = |a: &Orthanc| -> Vec<Study> {
+        (0..4)
+            .map(|i| create_study(a, &format!("BENCH-{i}"), instances, INSTANCE_MB << 20))
+            .collect()
+    };
+    let direct_studies = make(&direct);
+    let proxied_studies = make(&proxied);
+    let header_studies = make(&header);
+    let baseline_studies = baseline.as_ref().map(make);
+    // Fresh processes: every Orthanc A starts the sends without the memory that creating
+    // its studies left behind (peak RSS would otherwise measure that history).
+    for a in [&mut direct, &mut proxied, &mut header]
+        .into_iter()
+        .chain(baseline.as_mut())
+    {
+        a.restart();
+    }
     testkit::wait_for(
         "header mode registration",
         std::time::Duration::from_secs(30),
@@ -227,26 +270,26 @@ fn main() {
                 .then_some(())
         },
     );
-
-    eprintln!(
-        "creating 4 studies of {study_mb} MB ({instances} × {INSTANCE_MB} MB) in each Orthanc A…"
-    );
-    let make = |a: &Orthanc| -> Vec<Study> {
-        (0..4)
-            .map(|i| create_study(a, &format!("BENCH-{i}"), instances, INSTANCE_MB << 20))
-            .collect()
-    };
-    let paths: [(&str, &Orthanc, Vec<Study>); 3] = [
-        ("direct (static header)", &direct, make(&direct)),
-        ("proxy mode (plugin)", &proxied, make(&proxied)),
-        ("header mode (plugin)", &header, make(&header)),
+    let mut paths: Vec<(&str, &Orthanc, Vec<Study>)> = vec![
+        ("direct (static header)", &direct, direct_studies),
+        ("proxy mode (plugin)", &proxied, proxied_studies),
+        ("header mode (plugin)", &header, header_studies),
     ];
+    if let (Some(baseline), Some(studies)) = (&baseline, baseline_studies) {
+        paths.push(("proxy mode (baseline build)", baseline, studies));
+    }
 
     println!("| senders | path | throughput MB/s | Orthanc A CPU s | Orthanc A peak RSS MB |");
     println!("|---|---|---|---|---|");
     let mut summary = Vec::new();
-    for parallel in [1usize, 4] {
-        let mut results: Vec<Vec<Sample>> = vec![Vec::new(), Vec::new(), Vec::new()];
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        for (name, a, _) in &paths {
+            eprintln!("Orthanc A, {name}: pid {}", a.pid());
+        }
+        eprintln!("Orthanc B: pid {}", b.pid());
+    }
+    for parallel in senders {
+        let mut results: Vec<Vec<Sample>> = paths.iter().map(|_| Vec::new()).collect();
         for rep in 0..repetitions {
             // Rotate which path goes first, so drift on a noisy machine hits all of them.
             for k in 0..paths.len() {
@@ -266,7 +309,7 @@ fn main() {
             println!("| {parallel} | {name} | {throughput:.1} | {cpu:.2} | {rss:.0} |");
             medians.push((throughput, cpu, rss));
         }
-        for which in [1, 2] {
+        for which in 1..paths.len() {
             summary.push((
                 parallel,
                 paths[which].0,
