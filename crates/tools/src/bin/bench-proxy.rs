@@ -310,20 +310,39 @@ fn main() {
             medians.push((throughput, cpu, rss));
         }
         for which in 1..paths.len() {
+            // Each repetition against the direct send of the same repetition (same moment
+            // of the machine's drift), then the median of those ratios.
+            let paired = |value: fn(&Sample) -> f64| {
+                median(
+                    results[which]
+                        .iter()
+                        .zip(&results[0])
+                        .map(|(s, direct)| value(s) / value(direct))
+                        .collect(),
+                )
+            };
             summary.push((
                 parallel,
                 paths[which].0,
-                medians[which].0 / medians[0].0,
-                medians[which].1 / medians[0].1,
-                medians[which].2 / medians[0].2,
+                [
+                    medians[which].0 / medians[0].0,
+                    medians[which].1 / medians[0].1,
+                    medians[which].2 / medians[0].2,
+                ],
+                [
+                    paired(|s| 1.0 / s.seconds),
+                    paired(|s| s.cpu_seconds),
+                    paired(|s| s.peak_rss_mb),
+                ],
             ));
         }
     }
     println!("\n| senders | path | throughput / direct (target ≥ 0.9) | CPU / direct (≤ 1.5) | peak RSS / direct (≤ 1.15) |");
     println!("|---|---|---|---|---|");
-    for (parallel, name, t, c, r) in summary {
-        println!("| {parallel} | {name} | {t:.2} | {c:.2} | {r:.2} |");
+    for (parallel, name, [t, c, r], [pt, pc, pr]) in summary {
+        println!("| {parallel} | {name} | {t:.2} (paired {pt:.2}) | {c:.2} (paired {pc:.2}) | {r:.2} (paired {pr:.2}) |");
     }
+    println!("\n(ratio of the medians; \"paired\": median of each repetition's ratio to the direct send of the same repetition)");
     println!(
         "\n(medians of {repetitions} interleaved runs; studies of {study_mb} MB; token requests at the provider: {})",
         idp.token_requests()
