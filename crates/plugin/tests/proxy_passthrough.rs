@@ -285,6 +285,28 @@ fn chunked_bodies_small_ones_replayed_after_a_401_large_ones_streamed_and_never_
 }
 
 #[test]
+fn a_remote_that_drops_the_connection_mid_upload_is_a_502_and_orthanc_carries_on() {
+    let idp = idp();
+    // Reads the request head, then closes without reading the body or answering.
+    let upstream = FaultServer::start(vec![Fault::AnswerBeforeBody(Box::new(
+        Fault::CloseConnection,
+    ))]);
+    let orthanc = orthanc(&idp, &upstream, json!({}));
+    let url = orthanc.url("/oauth-dicom-web/servers/remote/studies");
+    let headers = [("Content-Type", "application/dicom")];
+    let large = patterned(5 << 20);
+    let reply = orthanc.http().post_chunked(&url, &headers, &large);
+    assert_eq!(reply.status, 502, "{}", reply.text());
+    assert_eq!(reply.json()["error_code"], "NET-002");
+
+    // Every block Orthanc lent came back: the next upload goes through whole.
+    upstream.set_script(vec![Fault::json(200, json!({"stored": true}))]);
+    let reply = orthanc.http().post_chunked(&url, &headers, &large);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert!(upstream.requests().pop().unwrap().body == large);
+}
+
+#[test]
 fn identity_provider_down_is_503_and_nothing_is_sent() {
     let upstream = FaultServer::start(vec![Fault::json(200, json!({}))]);
     let closed_port = testkit::free_port();
