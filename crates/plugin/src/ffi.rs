@@ -849,6 +849,34 @@ pub extern "C" fn OrthancPluginGetVersion() -> *const c_char {
 }
 
 #[cfg(test)]
+mod lending {
+    use super::lend_orthanc_buffer;
+    use std::sync::mpsc::TryRecvError;
+
+    #[test]
+    fn the_buffer_is_released_only_when_the_last_clone_is_gone() {
+        let orthanc_buffer = vec![7u8; 1000];
+        // SAFETY: `orthanc_buffer` outlives the `released` wait at the end of the test.
+        let (bytes, released) =
+            unsafe { lend_orthanc_buffer(orthanc_buffer.as_ptr(), orthanc_buffer.len()) };
+        assert_eq!(bytes.as_ptr(), orthanc_buffer.as_ptr(), "no copy was made");
+        let part = bytes.slice(10..20);
+        drop(bytes);
+        assert_eq!(
+            released.try_recv(),
+            Err(TryRecvError::Empty),
+            "still lent while a slice of it lives"
+        );
+        let elsewhere = std::thread::spawn(move || part.iter().map(|&b| u32::from(b)).sum::<u32>());
+        assert_eq!(elsewhere.join().unwrap(), 70);
+        assert!(
+            released.recv().is_err(),
+            "released once the last clone is dropped"
+        );
+    }
+}
+
+#[cfg(test)]
 mod layout {
     //! Checks the hand-written declarations against the installed SDK header.
     use super::*;
