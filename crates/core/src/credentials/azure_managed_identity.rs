@@ -430,15 +430,8 @@ fn check_lifetime(token: FetchedToken, what: &str) -> Result<FetchedToken, Fetch
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |name| map.get(name).cloned()
-    }
+    use crate::credentials::fake_env as env;
 
     #[test]
     fn detection_order_follows_the_sdks() {

@@ -14,6 +14,16 @@ pub mod discovery;
 pub mod google;
 pub mod token_response;
 
+/// A fake environment for the credential sources' detection tests.
+#[cfg(test)]
+pub(crate) fn fake_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: std::collections::HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
 use crate::error::Error;
 use crate::secret::Secret;
 use std::time::Duration;
