@@ -2,10 +2,12 @@
 //! (`PUT /dicom-web/servers/{name}`), so that one `DicomWebOAuth` server
 //! definition is enough (issue 8).
 //!
-//! - **proxy** mode: the entry's `Url` is the plugin's own route on Orthanc's
-//!   loopback port; with `AuthenticationEnabled`, the entry carries the
-//!   credentials of one of Orthanc's `RegisteredUsers` (read from Orthanc's own
-//!   configuration: nothing is copied by hand).
+//! - **proxy** mode: the entry's `Url` is the plugin's loopback listener
+//!   (`ProxyListener`, the default; the entry carries the listener's key in
+//!   `HttpHeaders`), or else the plugin's route on Orthanc's loopback port; with
+//!   `AuthenticationEnabled`, such an entry carries the credentials of one of
+//!   Orthanc's `RegisteredUsers` (read from Orthanc's own configuration:
+//!   nothing is copied by hand).
 //! - **header** mode: the entry's `Url` is the real server and its
 //!   `HttpHeaders` hold `Authorization: Bearer …`, replaced before every
 //!   expiry. The DICOMweb plugin keeps run-time entries in memory only (unless
@@ -14,6 +16,7 @@
 //! Entry bodies that hold a password or a token are [`Secret`]s.
 
 use crate::config::{Config, Mode, ServerConfig};
+use crate::proxy::listener::{LoopbackEndpoint, KEY_HEADER};
 use crate::secret::Secret;
 use serde_json::{json, Map, Value};
 
@@ -31,8 +34,15 @@ pub fn servers_to_register(config: &Config) -> (Vec<&ServerConfig>, Vec<&str>) {
     (register, skipped)
 }
 
-/// The plugin's proxy route for `server`, on Orthanc's own port.
-pub fn proxy_url(config: &Config, server: &ServerConfig) -> String {
+/// Where `server`'s entry sends the DICOMweb plugin: the listener, if one runs.
+pub fn proxy_url(
+    config: &Config,
+    server: &ServerConfig,
+    listener: Option<&LoopbackEndpoint>,
+) -> String {
+    if let Some(listener) = listener {
+        return listener.url(&server.name);
+    }
     let scheme = if config.orthanc.ssl_enabled {
         "https"
     } else {
@@ -54,9 +64,20 @@ fn base_entry(server: &ServerConfig, url: &str) -> Map<String, Value> {
 }
 
 /// The proxy-mode entry of `server`.
-pub fn proxy_entry(config: &Config, server: &ServerConfig) -> Secret {
-    let mut entry = base_entry(server, &proxy_url(config, server));
-    if config.orthanc.authentication_enabled {
+pub fn proxy_entry(
+    config: &Config,
+    server: &ServerConfig,
+    listener: Option<&LoopbackEndpoint>,
+) -> Secret {
+    let mut entry = base_entry(server, &proxy_url(config, server, listener));
+    if let Some(listener) = listener {
+        let headers = entry
+            .entry("HttpHeaders")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(headers) = headers {
+            headers.insert(KEY_HEADER.into(), Value::from(listener.key.expose()));
+        }
+    } else if config.orthanc.authentication_enabled {
         let user = match &config.registration_user {
             Some(name) => config
                 .orthanc
@@ -86,9 +107,14 @@ pub fn header_entry(server: &ServerConfig, token: Option<&Secret>) -> Secret {
 }
 
 /// The entry of `server` in its mode.
-pub fn entry(config: &Config, server: &ServerConfig, token: Option<&Secret>) -> Secret {
+pub fn entry(
+    config: &Config,
+    server: &ServerConfig,
+    token: Option<&Secret>,
+    listener: Option<&LoopbackEndpoint>,
+) -> Secret {
     match server.mode {
-        Mode::Proxy => proxy_entry(config, server),
+        Mode::Proxy => proxy_entry(config, server, listener),
         Mode::Header => header_entry(server, token),
     }
 }
@@ -116,7 +142,8 @@ mod tests {
         let c = load(json!({"HttpPort": 8043, "AuthenticationEnabled": true,
             "RegisteredUsers": {"alice": "alice-pw-1", "bob": "bob-pw-2"},
             "DicomWebOAuth": {"RegistrationUser": "bob", "Servers": {"a": server(json!({}))}}}));
-        let entry: Value = serde_json::from_str(proxy_entry(&c, &c.servers[0]).expose()).unwrap();
+        let entry: Value =
+            serde_json::from_str(proxy_entry(&c, &c.servers[0], None).expose()).unwrap();
         assert_eq!(
             entry["Url"],
             "http://127.0.0.1:8043/oauth-dicom-web/servers/a/"
@@ -125,11 +152,32 @@ mod tests {
         assert_eq!(entry["Password"], "bob-pw-2");
         assert_eq!(entry["HasDelete"], true);
         let c = load(json!({"DicomWebOAuth": {"Servers": {"a": server(json!({}))}}}));
-        let entry: Value = serde_json::from_str(proxy_entry(&c, &c.servers[0]).expose()).unwrap();
+        let entry: Value =
+            serde_json::from_str(proxy_entry(&c, &c.servers[0], None).expose()).unwrap();
         assert!(
             entry.get("Username").is_none(),
             "no credentials without authentication"
         );
+    }
+
+    #[test]
+    fn listener_entries_carry_the_key_and_no_orthanc_credentials() {
+        let c = load(json!({"HttpPort": 8043, "AuthenticationEnabled": true,
+            "RegisteredUsers": {"alice": "alice-pw-1"},
+            "DicomWebOAuth": {"Servers": {"a": server(json!({}))}}}));
+        let listener = LoopbackEndpoint {
+            port: 40123,
+            key: Secret::new("k-0123"),
+        };
+        let entry: Value =
+            serde_json::from_str(proxy_entry(&c, &c.servers[0], Some(&listener)).expose()).unwrap();
+        assert_eq!(
+            entry["Url"],
+            "http://127.0.0.1:40123/oauth-dicom-web/servers/a/"
+        );
+        assert_eq!(entry["HttpHeaders"][KEY_HEADER], "k-0123");
+        assert!(entry.get("Username").is_none() && entry.get("Password").is_none());
+        assert!(!format!("{listener:?}").contains("k-0123"));
     }
 
     #[test]

@@ -51,11 +51,12 @@ fn register_all(config: &Config, state: &State) {
     for server in servers {
         match server.mode {
             Mode::Proxy => {
-                put(server, &registration::proxy_entry(config, server));
+                let listener = state.loopback.as_ref();
+                put(server, &registration::proxy_entry(config, server, listener));
                 tracing::info!(
                     server = %server.name,
                     "registered in the DICOMweb plugin through {}",
-                    registration::proxy_url(config, server)
+                    registration::proxy_url(config, server, listener)
                 );
             }
             Mode::Header => match state.engine.manager(&server.name).and_then(|m| m.cached()) {

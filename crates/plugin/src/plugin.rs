@@ -2,8 +2,10 @@
 //! start-up and shutdown.
 
 use crate::{dicomweb_servers, ffi, logging, routes};
-use dicomweb_oauth_core::config::{self, Config};
+use dicomweb_oauth_core::config::{self, Config, Mode};
+use dicomweb_oauth_core::proxy::listener::{LoopbackEndpoint, ProxyHost, ProxyListener};
 use dicomweb_oauth_core::rate_limit::RateLimiter;
+use dicomweb_oauth_core::registration;
 use dicomweb_oauth_core::token::Engine;
 use dicomweb_oauth_core::{PLUGIN_NAME, PLUGIN_VERSION};
 use std::sync::{Arc, Mutex};
@@ -24,6 +26,20 @@ pub struct State {
     pub proxy_limiter: Option<RateLimiter>,
     /// The async runtime of all outbound I/O; Orthanc's threads enter it in one place.
     pub runtime: tokio::runtime::Runtime,
+    /// The proxy's loopback listener, which the auto-registered proxy-mode entries use.
+    pub loopback: Option<LoopbackEndpoint>,
+}
+
+impl ProxyHost for State {
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn engine(&self) -> &Engine {
+        &self.engine
+    }
+    fn proxy_limiter(&self) -> Option<&RateLimiter> {
+        self.proxy_limiter.as_ref()
+    }
 }
 
 /// Stack of the runtime's threads: deep enough for HTTP/TLS futures in debug builds.
@@ -149,27 +165,47 @@ pub fn initialize(orthanc_version: &str) -> Result<(), ()> {
         }
     };
     engine.start_refreshers();
+    let listener = if config.proxy_listener && registers_proxy_entries(&config) {
+        match ProxyListener::bind() {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::error!("[INT-001] cannot open the proxy's loopback listener on 127.0.0.1: {e}; Orthanc will stop (\"ProxyListener\": false uses Orthanc's own port)");
+                runtime.shutdown_background();
+                return Err(());
+            }
+        }
+    } else {
+        None
+    };
     let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
     tracing::info!(
         "{PLUGIN_NAME} {PLUGIN_VERSION} started with {} server(s): {}",
         names.len(),
         names.join(", ")
     );
-    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(State {
+    let state = Arc::new(State {
         api_limiter: RateLimiter::new(config.rate_limit_requests, config.rate_limit_window),
         proxy_limiter: RateLimiter::new(config.proxy_rate_limit_requests, config.rate_limit_window),
+        loopback: listener.as_ref().map(|l| l.endpoint().clone()),
         config,
         engine,
         runtime,
-    }));
+    });
+    if let Some(listener) = listener {
+        tracing::info!(
+            port = listener.endpoint().port,
+            "proxy listener on 127.0.0.1:{} for the DICOMweb plugin's entries",
+            listener.endpoint().port
+        );
+        listener.serve(state.runtime.handle(), Arc::downgrade(&state));
+    }
+    *STATE.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&state));
     ffi::register_chunked_route(routes::PROXY_ROUTE);
     for route in routes::API_ROUTES {
         ffi::register_rest_route(route);
     }
     ffi::register_incoming_filter();
-    if let Some(state) = state() {
-        dicomweb_servers::install(&state);
-    }
+    dicomweb_servers::install(&state);
     ffi::register_started_callback();
     Ok(())
 }
@@ -211,6 +247,14 @@ pub fn finalize() {
     runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
     tracing::info!("{PLUGIN_NAME} stopped: refreshers ended, runtime shut down");
     logging::close();
+}
+
+/// Whether any proxy-mode server gets an entry in the DICOMweb plugin.
+fn registers_proxy_entries(config: &Config) -> bool {
+    registration::servers_to_register(config)
+        .0
+        .iter()
+        .any(|s| s.mode == Mode::Proxy)
 }
 
 /// Whether `version` (as Orthanc reports it) is at least [`MINIMAL_ORTHANC`].

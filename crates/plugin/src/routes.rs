@@ -34,9 +34,7 @@ pub const API_ROUTES: &[&str] = &[
     "/dicomweb-oauth/metrics",
     "/dicomweb-oauth/ui",
 ];
-const PROXY_PREFIX: &str = "/oauth-dicom-web/";
-/// Metrics label of the proxy route (one label for every server and path).
-const PROXY_ENDPOINT: &str = "/oauth-dicom-web/servers/{name}";
+use dicomweb_oauth_core::proxy::request::{PROXY_ENDPOINT, PROXY_PREFIX};
 
 /// The status page: one self-contained HTML file (no CDN), built into the library.
 const STATUS_PAGE: &str = include_str!("ui.html");
@@ -86,22 +84,10 @@ fn from_api(answer: ApiAnswer) -> Response {
 
 /// The caller's correlation id if it is a sane token, else a new one.
 fn correlation_id(request: &Request) -> String {
-    let given = request
-        .header("x-request-id")
-        .or_else(|| request.header("x-correlation-id"))
-        .filter(|id| {
-            (1..=128).contains(&id.len())
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
-        });
-    match given {
-        Some(id) => id.to_owned(),
-        None => {
-            let bytes: [u8; 16] = rand::random();
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
-        }
-    }
+    proxy::request::correlation_id(
+        request.header("x-request-id"),
+        request.header("x-correlation-id"),
+    )
 }
 
 /// Applies the rate limit of the route; `Err` is the 429 answer.
@@ -211,7 +197,7 @@ fn start_upload_on_worker(
             tracing::warn!(code = e.code().as_str(), "no token, request not sent: {e}");
             to_response(ProxyResponse::token_error(&e))
         })?;
-    let (sender, stream) = proxy::body_pipe();
+    let (sender, stream) = proxy::body_pipe(proxy::forward::LENT_CHUNKS);
     let in_flight = {
         let _entered = span.enter();
         StreamedRequest::start(
@@ -281,25 +267,14 @@ fn record_proxied(
     sent: u64,
     started: Instant,
 ) {
-    let seconds = started.elapsed().as_secs_f64();
-    tracing::info!(
-        method = method.as_str(),
-        status = answer.status,
-        bytes_sent = sent,
-        bytes_received = answer.upstream_bytes,
-        duration_ms = (seconds * 1000.0) as u64,
-        "proxied"
-    );
-    let metrics = state.engine.metrics();
-    metrics.observe_proxy(
+    proxy::request::record(
+        state.engine.metrics(),
         server,
         method.as_str(),
-        answer.status,
+        answer,
         sent,
-        answer.upstream_bytes,
-        seconds,
+        started,
     );
-    metrics.observe_http(method.as_str(), PROXY_ENDPOINT, answer.status, seconds);
 }
 
 /// Which server and which upstream request a proxy URL means.
@@ -315,28 +290,22 @@ fn proxy_target(
         .config
         .server(server)
         .ok_or_else(|| not_found(&format!("unknown DICOMweb OAuth server '{server}'")))?;
-    let url = proxy::upstream_url(&config.url, rest, &request.query)
-        .map_err(|e| plain_error(400, "bad_request", e.message()))?;
     let method = match request.method {
         Method::Get => UpstreamMethod::GET,
         Method::Post => UpstreamMethod::POST,
         Method::Put => UpstreamMethod::PUT,
         Method::Delete => UpstreamMethod::DELETE,
     };
-    let mut headers: Vec<(String, String)> = proxy::headers::forwardable(&request.headers)
-        .filter(|(k, _)| !k.eq_ignore_ascii_case("x-request-id"))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-    headers.push(("X-Request-ID".into(), correlation_id.to_owned()));
-    Ok((
-        server.clone(),
-        ForwardRequest {
-            method,
-            url,
-            headers,
-            signing: config.sigv4(),
-        },
-    ))
+    let forward = proxy::request::forward_request(
+        config,
+        method,
+        rest,
+        &request.query,
+        &request.headers,
+        correlation_id,
+    )
+    .map_err(|e| plain_error(400, "bad_request", e.message()))?;
+    Ok((server.clone(), forward))
 }
 
 fn proxy_buffered(
@@ -366,15 +335,7 @@ fn proxy_buffered(
 }
 
 fn to_response(answer: ProxyResponse) -> Response {
-    if answer.status == 301 {
-        // Orthanc cannot pass a 301 through a plugin, and following it would
-        // send the caller to the remote without credentials.
-        return error_with_status(
-            ErrorCode::Net002,
-            502,
-            "the remote DICOMweb server answered a permanent redirect (301): check the server's Url",
-        );
-    }
+    let answer = answer.for_caller();
     Response {
         status: answer.status,
         content_type: answer.content_type.unwrap_or_default(),

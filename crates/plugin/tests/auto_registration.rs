@@ -2,6 +2,7 @@
 //! server in the DICOMweb plugin, in proxy or header mode, with Orthanc's
 //! authentication on or off (issue 8).
 
+use dicomweb_oauth_core::proxy::listener::KEY_HEADER;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use testkit::{create_study, study_file_hashes, Gateway, Idp, Orthanc, OrthancBuilder};
@@ -17,6 +18,16 @@ struct Setup {
 }
 
 fn setup(mode: &str, authentication: bool, token_ttl: u64, extra_server: Value) -> Setup {
+    setup_with(mode, authentication, token_ttl, extra_server, json!({}))
+}
+
+fn setup_with(
+    mode: &str,
+    authentication: bool,
+    token_ttl: u64,
+    extra_server: Value,
+    extra_section: Value,
+) -> Setup {
     let idp = Idp::start(&json!({
         "accessTokenTtl": token_ttl,
         "clients": [{"client_id": "orthanc", "client_secret": SECRET,
@@ -37,7 +48,9 @@ fn setup(mode: &str, authentication: bool, token_ttl: u64, extra_server: Value) 
     for (k, v) in extra_server.as_object().unwrap() {
         server[k] = v.clone();
     }
-    let mut builder = OrthancBuilder::new().oauth(json!({"Servers": {"cloud": server}}));
+    let mut section = extra_section;
+    section["Servers"] = json!({ "cloud": server });
+    let mut builder = OrthancBuilder::new().oauth(section);
     if authentication {
         builder = builder.basic_auth("admin", ORTHANC_PASSWORD);
     }
@@ -126,7 +139,12 @@ fn issued_tokens(s: &Setup) -> Vec<String> {
 }
 
 fn check_mode(mode: &str, authentication: bool) {
-    let s = setup(mode, authentication, 300, json!({}));
+    check_mode_with(mode, authentication, json!({}));
+}
+
+fn check_mode_with(mode: &str, authentication: bool, extra_section: Value) {
+    let through_route = extra_section["ProxyListener"] == json!(false);
+    let s = setup_with(mode, authentication, 300, json!({}), extra_section);
     // Registration happens once Orthanc has started (and, in header mode, once the
     // first token is there): wait for it to show.
     let servers = testkit::wait_for(
@@ -146,6 +164,22 @@ fn check_mode(mode: &str, authentication: bool) {
     let url = entry["Url"].as_str().unwrap();
     if mode == "proxy" {
         assert!(url.ends_with("/oauth-dicom-web/servers/cloud/"), "{url}");
+        let on_orthancs_port = url.starts_with(&format!("http://127.0.0.1:{}/", s.a.port()));
+        let headers = entry["HttpHeaders"].to_string();
+        if through_route {
+            assert!(
+                on_orthancs_port,
+                "ProxyListener false: Orthanc's route: {url}"
+            );
+            assert!(!headers.contains(KEY_HEADER), "{headers}");
+        } else {
+            // The plugin's own listener, admitting only the DICOMweb plugin (which sends the key).
+            assert!(!on_orthancs_port, "the listener, not Orthanc's port: {url}");
+            assert!(headers.contains(KEY_HEADER), "{headers}");
+            let stranger = testkit::HttpClient::new().get(&format!("{url}studies"));
+            assert_eq!(stranger.status, 403, "{}", stranger.text());
+            assert_eq!(stranger.json()["error"], "forbidden");
+        }
     } else {
         assert!(url.trim_end_matches('/').ends_with("/dicom-web"), "{url}");
         // Header names only, never values.
@@ -184,6 +218,11 @@ fn proxy_mode_without_authentication() {
 #[test]
 fn proxy_mode_with_authentication() {
     check_mode("proxy", true);
+}
+
+#[test]
+fn proxy_mode_through_orthancs_route_when_the_listener_is_off() {
+    check_mode_with("proxy", true, json!({"ProxyListener": false}));
 }
 
 #[test]

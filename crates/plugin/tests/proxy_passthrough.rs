@@ -307,6 +307,47 @@ fn a_remote_that_drops_the_connection_mid_upload_is_a_502_and_orthanc_carries_on
 }
 
 #[test]
+fn a_caller_that_breaks_off_mid_upload_never_yields_a_complete_request_upstream() {
+    use std::io::Write;
+    let idp = idp();
+    let upstream = FaultServer::start(vec![Fault::json(200, json!({"stored": true}))]);
+    let orthanc = orthanc(&idp, &upstream, json!({}));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", orthanc.port())).unwrap();
+    write!(
+        stream,
+        "POST /oauth-dicom-web/servers/remote/studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/dicom\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    // 3 MiB in 64 KiB chunks (Orthanc hands the plugin full 1 MiB blocks), then the
+    // caller goes away without the terminating chunk.
+    let chunk = vec![9u8; 64 << 10];
+    for _ in 0..48 {
+        write!(stream, "{:x}\r\n", chunk.len()).unwrap();
+        stream.write_all(&chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+    }
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(stream);
+    testkit::wait_for(
+        "the remote to see the upload break off",
+        std::time::Duration::from_secs(30),
+        || (upstream.broken_body_count() == 1).then_some(()),
+    );
+    assert_eq!(
+        upstream.request_count(),
+        0,
+        "a truncated body reached the remote as a complete request"
+    );
+    // Orthanc carries on.
+    let reply = orthanc.http().post_chunked(
+        &orthanc.url("/oauth-dicom-web/servers/remote/studies"),
+        &[("Content-Type", "application/dicom")],
+        &patterned(2 << 20),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text());
+}
+
+#[test]
 fn identity_provider_down_is_503_and_nothing_is_sent() {
     let upstream = FaultServer::start(vec![Fault::json(200, json!({}))]);
     let closed_port = testkit::free_port();

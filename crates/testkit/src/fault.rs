@@ -173,6 +173,7 @@ impl FaultServer {
                 script,
                 position: 0,
                 requests: Vec::new(),
+                broken_bodies: 0,
             }),
             stopping: Mutex::new(false),
             stop_signal: Condvar::new(),
@@ -212,6 +213,12 @@ impl FaultServer {
     /// with `wait_for` to know that a request arrived.
     pub fn request_count(&self) -> usize {
         lock(&self.shared.state).requests.len()
+    }
+
+    /// How many requests arrived with a body that broke off (the connection
+    /// ended mid-body, or the framing was bad); they are not recorded.
+    pub fn broken_body_count(&self) -> usize {
+        lock(&self.shared.state).broken_bodies
     }
 
     /// Replaces the script and starts it again from its first entry (the
@@ -254,6 +261,8 @@ struct State {
     script: Vec<Fault>,
     position: usize,
     requests: Vec<RecordedRequest>,
+    /// Requests whose body broke off before it was complete (not recorded).
+    broken_bodies: usize,
 }
 
 struct Shared {
@@ -432,7 +441,13 @@ fn serve<S: Transport>(stream: S, number: usize, shared: &Shared) -> io::Result<
             linger(&mut reader);
             return Ok(());
         }
-        let incoming = read_body(&mut reader, head)?;
+        let incoming = match read_body(&mut reader, head) {
+            Ok(incoming) => incoming,
+            Err(e) => {
+                lock(&shared.state).broken_bodies += 1;
+                return Err(e);
+            }
+        };
         let fault = shared.record(incoming.request);
         let Some((status, headers, body)) = resolve(fault, shared) else {
             // Dropping the stream closes the socket, with no answer.

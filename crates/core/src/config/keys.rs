@@ -362,6 +362,12 @@ pub const GLOBAL_KEYS: &[KeySpec] = &[
         "Client addresses (IPs or CIDR ranges) allowed on the proxy route /oauth-dicom-web/; others get 403. The DICOMweb plugin calls it over loopback.",
     )),
     added(key(
+        "ProxyListener",
+        Kind::Bool,
+        Default::Bool(true),
+        "Auto-registered proxy-mode entries reach the proxy through the plugin's own listener on 127.0.0.1 (an ephemeral port, with a key generated at start-up) instead of Orthanc's HTTP server, which reads chunked bodies at a high CPU cost. false: they use Orthanc's /oauth-dicom-web/ route. That route serves other callers either way.",
+    )),
+    added(key(
         "RegistrationUser",
         Kind::Str,
         Default::None,

@@ -306,6 +306,8 @@ pub struct Config {
     pub proxy_allowed_clients: Vec<ClientRange>,
     /// `RegistrationUser`: which registered user auto-registered proxy entries use.
     pub registration_user: Option<String>,
+    /// `ProxyListener`: auto-registered proxy entries use the plugin's loopback listener.
+    pub proxy_listener: bool,
     pub cache: CacheConfig,
     pub servers: Vec<ServerConfig>,
     pub orthanc: OrthancSettings,
@@ -603,6 +605,7 @@ fn parse_section(
     check_registration(&r, &servers, &orthanc, registration_user.as_deref())?;
     Ok(Config {
         registration_user,
+        proxy_listener: r.bool("ProxyListener")?,
         proxy_allowed_clients,
         log_level,
         log_file: r.opt_nonempty("LogFile")?.map(PathBuf::from),

@@ -15,7 +15,11 @@ use url::Url;
 /// Chunks queued between Orthanc's thread and the upstream connection. The
 /// plugin lends Orthanc's own buffer and waits until it has been written (see
 /// [`BodySender::send_blocking`]), so one chunk per upload is in flight at most.
-const CHANNEL_CHUNKS: usize = 1;
+pub const LENT_CHUNKS: usize = 1;
+/// Frames queued between the loopback listener and the upstream connection:
+/// enough for hyper to gather several into one `writev` (the DICOMweb
+/// plugin's 64 KiB chunks arrive as frames of that size at most).
+pub const OWNED_FRAMES: usize = 8;
 /// Bodies Orthanc hands over whole, up to this size, are kept for a replay
 /// after a 401; larger or streamed ones are not replayable (the remote's 401 is
 /// returned as AUTH-001). Small on purpose: every concurrent upload may hold
@@ -92,6 +96,13 @@ impl ProxyResponse {
     }
 }
 
+/// Whether a chunk is Orthanc's lent buffer (a replay must copy it) or owned.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lent {
+    Yes,
+    No,
+}
+
 #[derive(Default)]
 struct ReplayCopy {
     chunks: Vec<Bytes>,
@@ -113,9 +124,9 @@ pub struct BodyStream {
     replay: Arc<Mutex<ReplayCopy>>,
 }
 
-/// A bounded pipe from Orthanc's chunk callbacks to the upstream request.
-pub fn body_pipe() -> (BodySender, BodyStream) {
-    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+/// A bounded pipe (`capacity` chunks) from the caller's body to the upstream request.
+pub fn body_pipe(capacity: usize) -> (BodySender, BodyStream) {
+    let (tx, rx) = mpsc::channel(capacity);
     let replay = Arc::new(Mutex::new(ReplayCopy::default()));
     (
         BodySender {
@@ -136,19 +147,7 @@ impl BodySender {
     /// copy and waits for exactly that. A replay keeps its own copy, and only of
     /// a body that can still be replayed.
     pub fn send_blocking(&mut self, chunk: Bytes) {
-        self.sent += chunk.len() as u64;
-        {
-            let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
-            if !replay.overflowed {
-                if chunk.len() != ORTHANC_BLOCK && replay.size + chunk.len() <= REPLAY_LIMIT {
-                    replay.size += chunk.len();
-                    replay.chunks.push(Bytes::copy_from_slice(&chunk));
-                } else {
-                    replay.overflowed = true;
-                    replay.chunks = Vec::new();
-                }
-            }
-        }
+        self.note_chunk(&chunk, Lent::Yes);
         if let Some(tx) = &self.tx {
             if tx.blocking_send(Ok(chunk)).is_err() {
                 // The upstream request ended early (e.g. a 401 before reading the body).
@@ -157,18 +156,63 @@ impl BodySender {
         }
     }
 
+    /// Hands one chunk the caller owns (the loopback listener's) to the
+    /// upstream request, waiting while the pipe is full. A replay keeps a
+    /// shared reference, not a copy.
+    pub async fn send(&mut self, chunk: Bytes) {
+        self.note_chunk(&chunk, Lent::No);
+        if let Some(tx) = &self.tx {
+            if tx.send(Ok(chunk)).await.is_err() {
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Body bytes handed over so far.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent
+    }
+
+    fn note_chunk(&mut self, chunk: &Bytes, lent: Lent) {
+        self.sent += chunk.len() as u64;
+        let mut replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+        if replay.overflowed {
+            return;
+        }
+        // A full Orthanc block means more is coming: too large to replay.
+        let more_coming = lent == Lent::Yes && chunk.len() == ORTHANC_BLOCK;
+        if !more_coming && replay.size + chunk.len() <= REPLAY_LIMIT {
+            replay.size += chunk.len();
+            replay.chunks.push(match lent {
+                Lent::Yes => Bytes::copy_from_slice(chunk),
+                Lent::No => chunk.clone(),
+            });
+        } else {
+            replay.overflowed = true;
+            replay.chunks = Vec::new();
+        }
+    }
+
     /// The body is complete: ends the upstream stream.
     pub fn finish(mut self) -> u64 {
-        self.tx = None;
+        // Complete first: the stream reads the flag when it sees the sender go.
         self.replay
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .complete = true;
+        self.tx = None;
         self.sent
     }
 }
 
 impl BodyStream {
+    fn is_complete(&self) -> bool {
+        self.replay
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .complete
+    }
+
     /// The whole body again, if it was small enough and fully received.
     pub fn replayable(&self) -> Option<Bytes> {
         let replay = self.replay.lock().unwrap_or_else(|p| p.into_inner());
@@ -186,15 +230,28 @@ impl BodyStream {
 /// The body of one attempt.
 pub enum AttemptBody {
     Bytes(Bytes),
-    Stream(mpsc::Receiver<Result<Bytes, std::io::Error>>),
+    Stream(BodyStream),
 }
 
 fn into_reqwest_body(body: AttemptBody) -> reqwest::Body {
     match body {
         AttemptBody::Bytes(b) => reqwest::Body::from(b),
-        AttemptBody::Stream(rx) => {
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
+        AttemptBody::Stream(stream) => {
+            let stream = futures::stream::unfold(Some(stream), |state| async move {
+                let mut stream = state?;
+                match stream.rx.recv().await {
+                    Some(item) => Some((item, Some(stream))),
+                    // Every sender is gone. Unless the body was finished, the caller
+                    // went away mid-upload: fail the upstream request rather than
+                    // end it cleanly with a truncated body.
+                    None if stream.is_complete() => None,
+                    None => Some((
+                        Err(std::io::Error::other(
+                            "the caller's request body ended before it was complete",
+                        )),
+                        None,
+                    )),
+                }
             });
             reqwest::Body::wrap_stream(stream)
         }
@@ -363,14 +420,14 @@ impl StreamedRequest {
         token: Arc<crate::token::CachedToken>,
         stream: BodyStream,
     ) -> Self {
-        let BodyStream { rx, replay } = stream;
+        let replay = Arc::clone(&stream.replay);
         let (task_http, task_request) = (http.clone(), request.clone());
         let first = runtime.spawn(async move {
             send_once(
                 &task_http,
                 &task_request,
                 &token.value,
-                Some(AttemptBody::Stream(rx)),
+                Some(AttemptBody::Stream(stream)),
             )
             .await
         });

@@ -9,6 +9,8 @@
 
 pub mod forward;
 pub mod headers;
+pub mod listener;
+pub mod request;
 pub mod target;
 
 pub use forward::{

@@ -73,7 +73,7 @@ pub fn upstream_url(base: &Url, rest: &str, query: &[(String, String)]) -> Resul
 }
 
 /// Refusals that hold whatever Orthanc did to the URL before us (decoded or not).
-fn check_raw(rest: &str) -> Result<(), PathError> {
+pub(crate) fn check_raw(rest: &str) -> Result<(), PathError> {
     if rest.contains('\0') || rest.to_ascii_lowercase().contains("%00") {
         return Err(PathError::NulByte);
     }

@@ -202,32 +202,34 @@ fn main() {
             }}}),
         )
         .start();
-    // Proxy mode: the DICOMweb plugin's entry points at our proxy route on loopback.
-    let proxy_orthanc = |plugin: Option<&std::path::Path>| {
-        let port = testkit::free_port();
+    // Proxy mode: the plugin registers "remote" itself, pointing at its loopback listener
+    // (the default) or, with "ProxyListener": false, at its route on Orthanc's own port.
+    let proxy_orthanc = |plugin: Option<&std::path::Path>, listener: Option<bool>| {
+        let server = json!({
+            "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
+            "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write"
+        });
+        let mut section = json!({});
+        if let Some(listener) = listener {
+            section["ProxyListener"] = json!(listener);
+        }
+        section["Servers"] = json!({ "remote": server });
         let mut builder = OrthancBuilder::new()
-            .port(port)
             .set("HttpTimeout", json!(600))
             .set("ConcurrentJobs", json!(4))
-            .set(
-                "DicomWeb",
-                json!({"Enable": true, "Root": "/dicom-web/", "Servers": {"remote": {
-                    "Url": format!("http://127.0.0.1:{port}/oauth-dicom-web/servers/remote/")
-                }}}),
-            )
-            .oauth(json!({"Servers": {"remote": {
-                "Url": format!("{}/dicom-web", gateway.url), "TokenEndpoint": idp.token_endpoint(),
-                "ClientId": "bench", "ClientSecret": secret, "Scope": "dicom.read dicom.write"
-            }}}));
+            .oauth(section);
         if let Some(plugin) = plugin {
             builder = builder.oauth_plugin_at(plugin);
         }
         builder.start()
     };
-    let mut proxied = proxy_orthanc(None);
+    let mut proxied = proxy_orthanc(None, None);
+    let mut routed = proxy_orthanc(None, Some(false));
     // Another build of the plugin side by side (BENCH_BASELINE_PLUGIN), to measure a change.
     let baseline_plugin = std::env::var_os("BENCH_BASELINE_PLUGIN").map(std::path::PathBuf::from);
-    let mut baseline = baseline_plugin.as_deref().map(|p| proxy_orthanc(Some(p)));
+    let mut baseline = baseline_plugin
+        .as_deref()
+        .map(|p| proxy_orthanc(Some(p), None));
 
     // Header mode: the plugin registers "remote" itself, with a fresh Authorization header.
     let mut header = OrthancBuilder::new()
@@ -249,15 +251,26 @@ fn main() {
     };
     let direct_studies = make(&direct);
     let proxied_studies = make(&proxied);
+    let routed_studies = make(&routed);
     let header_studies = make(&header);
     let baseline_studies = baseline.as_ref().map(make);
     // Fresh processes: every Orthanc A starts the sends without the memory that creating
     // its studies left behind (peak RSS would otherwise measure that history).
-    for a in [&mut direct, &mut proxied, &mut header]
+    for a in [&mut direct, &mut proxied, &mut routed, &mut header]
         .into_iter()
         .chain(baseline.as_mut())
     {
         a.restart();
+    }
+    for a in [&proxied, &routed].into_iter().chain(baseline.as_ref()) {
+        testkit::wait_for(
+            "proxy mode registration",
+            std::time::Duration::from_secs(30),
+            || {
+                let servers = a.get("/dicom-web/servers").json();
+                servers.to_string().contains("remote").then_some(())
+            },
+        );
     }
     testkit::wait_for(
         "header mode registration",
@@ -273,6 +286,7 @@ fn main() {
     let mut paths: Vec<(&str, &Orthanc, Vec<Study>)> = vec![
         ("direct (static header)", &direct, direct_studies),
         ("proxy mode (plugin)", &proxied, proxied_studies),
+        ("proxy mode via Orthanc's route", &routed, routed_studies),
         ("header mode (plugin)", &header, header_studies),
     ];
     if let (Some(baseline), Some(studies)) = (&baseline, baseline_studies) {
