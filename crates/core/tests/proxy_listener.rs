@@ -5,6 +5,7 @@
 mod common;
 
 use dicomweb_oauth_core::config::Config;
+use dicomweb_oauth_core::proxy::forward::STREAMED_REPLAY_LIMIT;
 use dicomweb_oauth_core::proxy::listener::{
     LoopbackEndpoint, ProxyHost, ProxyListener, KEY_HEADER,
 };
@@ -341,6 +342,30 @@ async fn a_small_chunked_body_is_replayed_after_a_401() {
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].header("authorization"), Some("Bearer AT-new"));
     assert!(seen[1].body == data, "the replayed body differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_replay_limit_is_streamed_once_and_a_401_is_auth_001() {
+    let s = start(
+        FaultServer::start(vec![Fault::json(401, json!({"error": "invalid_token"}))]),
+        FaultServer::start(vec![token_answer("AT-refused")]),
+        json!({}),
+    );
+    let data = vec![5u8; STREAMED_REPLAY_LIMIT + 64 * 1024];
+    let head = format!(
+        "POST /oauth-dicom-web/servers/s/studies HTTP/1.1\r\n{}\r\nContent-Type: application/dicom\r\nTransfer-Encoding: chunked",
+        key_line(&s)
+    );
+    let answer = send(s.endpoint.port, head, chunked(&data, 64 * 1024)).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert!(answer.body.contains("AUTH-001"), "{}", answer.body);
+    assert!(
+        answer.body.contains("too large to be replayed"),
+        "{}",
+        answer.body
+    );
+    assert_eq!(s.upstream.request_count(), 1, "not sent twice");
+    assert!(s.upstream.requests()[0].body == data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

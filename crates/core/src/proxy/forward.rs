@@ -19,13 +19,17 @@ pub const LENT_CHUNKS: usize = 1;
 /// Frames queued between the loopback listener and the upstream connection:
 /// enough for hyper to gather several into one `writev` (the DICOMweb
 /// plugin's 64 KiB chunks arrive as frames of that size at most).
-pub const OWNED_FRAMES: usize = 8;
+pub const OWNED_FRAMES: usize = 4;
 /// Bodies Orthanc hands over whole, up to this size, are kept for a replay
 /// after a 401; larger or streamed ones are not replayable (the remote's 401 is
 /// returned as AUTH-001). Small on purpose: every concurrent upload may hold
 /// this much, and with tokens refreshed ahead of expiry a 401 in the middle
 /// of a send is rare.
 pub const REPLAY_LIMIT: usize = 4 << 20;
+/// Streamed bodies (the listener's, chunked or not) are kept for a replay up to
+/// this size: as much as Orthanc's route can replay of a chunked body, so that
+/// each upload holds at most this much besides what is in flight.
+pub const STREAMED_REPLAY_LIMIT: usize = 1 << 20;
 /// The block in which Orthanc streams a chunked request body to a plugin
 /// (Orthanc's HTTP server reads into a 1 MiB buffer and hands it over full).
 /// A full block means more is coming: the body is too large to replay.
@@ -180,8 +184,11 @@ impl BodySender {
             return;
         }
         // A full Orthanc block means more is coming: too large to replay.
-        let more_coming = lent == Lent::Yes && chunk.len() == ORTHANC_BLOCK;
-        if !more_coming && replay.size + chunk.len() <= REPLAY_LIMIT {
+        let (more_coming, limit) = match lent {
+            Lent::Yes => (chunk.len() == ORTHANC_BLOCK, REPLAY_LIMIT),
+            Lent::No => (false, STREAMED_REPLAY_LIMIT),
+        };
+        if !more_coming && replay.size + chunk.len() <= limit {
             replay.size += chunk.len();
             replay.chunks.push(match lent {
                 Lent::Yes => Bytes::copy_from_slice(chunk),

@@ -26,7 +26,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -37,6 +37,11 @@ use tracing::Instrument;
 
 /// The request header that carries the listener's key.
 pub const KEY_HEADER: &str = "X-DicomWeb-OAuth-Proxy-Key";
+/// Connections served at once; more wait to be accepted. Bounds the
+/// descriptors and memory a local process can tie up, key or not.
+const MAX_CONNECTIONS: usize = 256;
+/// How long a connection may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the listener needs from the running plugin.
 pub trait ProxyHost: Send + Sync + 'static {
@@ -110,7 +115,11 @@ impl ProxyListener {
                     return;
                 }
             };
+            let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
             loop {
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                    return;
+                };
                 let (stream, peer) = match listener.accept().await {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -128,11 +137,14 @@ impl ProxyListener {
                         async move { Ok::<_, Infallible>(handle(host, &key, peer, request).await) }
                     });
                     if let Err(e) = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
                         .serve_connection(TokioIo::new(stream), service)
                         .await
                     {
                         tracing::debug!("proxy listener connection ended: {e}");
                     }
+                    drop(slot);
                 });
             }
         });

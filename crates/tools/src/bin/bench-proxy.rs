@@ -308,8 +308,14 @@ fn main() {
             // Rotate which path goes first, so drift on a noisy machine hits all of them.
             for k in 0..paths.len() {
                 let which = (k + rep) % paths.len();
-                let (_, a, studies) = &paths[which];
-                results[which].push(send(a, "remote", &studies[..parallel], ticks));
+                let (name, a, studies) = &paths[which];
+                let sample = send(a, "remote", &studies[..parallel], ticks);
+                // Every repetition on stderr: the medians below hide how noisy the machine was.
+                eprintln!(
+                    "{parallel} sender(s), repetition {rep}, {name}: {:.2} s, CPU {:.2} s, peak RSS {:.0} MB",
+                    sample.seconds, sample.cpu_seconds, sample.peak_rss_mb
+                );
+                results[which].push(sample);
                 clear_remote(&b);
             }
         }

@@ -90,7 +90,7 @@ fn run() -> Result<(), String> {
         },
     );
     println!(
-        "    {} — the plugin registered DICOMweb server 'cloud' at {registered}",
+        "    {} — the plugin registered DICOMweb server 'cloud' at {registered} (its proxy listener on loopback)",
         orthanc.url("")
     );
     let test = orthanc.post_json("/dicomweb-oauth/servers/cloud/test", &json!({}));
