@@ -1,15 +1,17 @@
 //! Proxy benchmark (`scripts/bench-proxy`): sends studies of ≥ 100 MB from
-//! Orthanc A to an OAuth-protected DICOMweb server three ways — straight from
+//! Orthanc A to an OAuth-protected DICOMweb server four ways — straight from
 //! the DICOMweb plugin with a static bearer header (the no-proxy limit),
-//! through the plugin's proxy route, and in the plugin's header mode — with 1
-//! and 4 parallel senders, interleaved in one run.
-//! Reports throughput, CPU seconds used by Orthanc A (/proc/PID/stat) and A's
-//! peak RSS during the sends (VmHWM, reset before each send).
+//! through the plugin's proxy in proxy mode (its loopback listener, the
+//! default, and Orthanc's route with `"ProxyListener": false`), and in the
+//! plugin's header mode — with 1 and 4 parallel senders, interleaved in one run.
+//! Reports throughput (until the remote holds every instance, polled every
+//! 10 ms), CPU seconds used by Orthanc A (/proc/PID/stat) and A's peak RSS
+//! during the sends (VmHWM, reset before each send).
 //!
 //! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)] [SENDERS (1,4)]
 //!
 //! `BENCH_PROFILE=1` prints each Orthanc's role and PID first (for `perf record -p`);
-//! `BENCH_BASELINE_PLUGIN=PATH` adds a fourth path: proxy mode with another build of the
+//! `BENCH_BASELINE_PLUGIN=PATH` adds a fifth path: proxy mode with another build of the
 //! plugin (e.g. the previous commit's), to measure a change side by side.
 
 use serde_json::json;
@@ -61,50 +63,66 @@ fn reset_peak_rss(pid: u32) {
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset VmHWM (run as root)");
 }
 
-fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
+/// Sends `studies` from `a` to the remote (Orthanc B behind the gateway) and measures it.
+///
+/// The duration runs from the request to the moment B holds every instance, polled every
+/// 10 ms: Orthanc's own job timestamps and synchronous sends move in ~0.5 s steps, too coarse
+/// for sends of a few seconds. The send must still end in success.
+fn send(a: &Orthanc, b: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
     let pid = a.pid();
+    let expected: usize = studies.iter().map(|s| s.instance_ids.len()).sum();
     reset_peak_rss(pid);
     let cpu0 = cpu_seconds(pid, ticks);
     let started = Instant::now();
-    if let [study] = studies {
-        // One sender: a synchronous send, timed here to the millisecond.
-        let reply = a.post_json(
-            &format!("/dicom-web/servers/{server}/stow"),
-            &json!({"Resources": [study.id], "Synchronous": true}),
-        );
-        assert_eq!(reply.status, 200, "{server}: {}", reply.text());
-        return Sample {
-            seconds: started.elapsed().as_secs_f64(),
-            cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
-            peak_rss_mb: peak_rss_mb(pid),
-        };
-    }
-    // Several senders: asynchronous jobs, as Orthanc Explorer's "Send to DICOMweb
-    // server" posts them (concurrent synchronous sends crash the DICOMweb plugin 1.7).
-    let jobs: Vec<String> = studies
-        .iter()
-        .map(|study| {
-            let reply = a.post_json(
-                &format!("/dicom-web/servers/{server}/stow"),
-                &json!({"Resources": [study.id], "Synchronous": false}),
-            );
-            assert_eq!(reply.status, 200, "{server}: {}", reply.text());
-            reply.json()["ID"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    let (mut first_created, mut last_completed) = (f64::MAX, f64::MIN);
-    for job in jobs {
-        let info = testkit::wait_for("a send job", std::time::Duration::from_secs(600), || {
-            let info = a.get(&format!("/jobs/{job}")).json();
-            matches!(info["State"].as_str(), Some("Success" | "Failure")).then_some(info)
+    let seconds = std::thread::scope(|scope| {
+        let sending = scope.spawn(|| {
+            if let [study] = studies {
+                // One sender: a synchronous send.
+                let reply = a.post_json(
+                    &format!("/dicom-web/servers/{server}/stow"),
+                    &json!({"Resources": [study.id], "Synchronous": true}),
+                );
+                assert_eq!(reply.status, 200, "{server}: {}", reply.text());
+                return;
+            }
+            // Several senders: asynchronous jobs, as Orthanc Explorer's "Send to DICOMweb
+            // server" posts them (concurrent synchronous sends crash the DICOMweb plugin 1.7).
+            let jobs: Vec<String> = studies
+                .iter()
+                .map(|study| {
+                    let reply = a.post_json(
+                        &format!("/dicom-web/servers/{server}/stow"),
+                        &json!({"Resources": [study.id], "Synchronous": false}),
+                    );
+                    assert_eq!(reply.status, 200, "{server}: {}", reply.text());
+                    reply.json()["ID"].as_str().unwrap().to_owned()
+                })
+                .collect();
+            for job in jobs {
+                let info =
+                    testkit::wait_for("a send job", std::time::Duration::from_secs(600), || {
+                        let info = a.get(&format!("/jobs/{job}")).json();
+                        matches!(info["State"].as_str(), Some("Success" | "Failure"))
+                            .then_some(info)
+                    });
+                assert_eq!(info["State"], "Success", "{server}: job {job}");
+            }
         });
-        assert_eq!(info["State"], "Success", "{server}: job {job}");
-        first_created = first_created.min(job_time(&info["CreationTime"]));
-        last_completed = last_completed.max(job_time(&info["CompletionTime"]));
-    }
-    // Orthanc's own job timestamps: polling the job state from here would
-    // quantize the duration to Orthanc's job-status update period.
-    let seconds = last_completed - first_created;
+        // A benchmark's clock, not a test's synchronisation: bounded by the send's own end.
+        let mut delivered = None;
+        while delivered.is_none() && !sending.is_finished() {
+            if remote_instances(b) >= expected {
+                delivered = Some(started.elapsed().as_secs_f64());
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        sending.join().expect("the send");
+        delivered.unwrap_or_else(|| {
+            assert_eq!(remote_instances(b), expected, "{server}: instances at the remote");
+            started.elapsed().as_secs_f64()
+        })
+    });
     Sample {
         seconds,
         cpu_seconds: cpu_seconds(pid, ticks) - cpu0,
@@ -112,21 +130,10 @@ fn send(a: &Orthanc, server: &str, studies: &[Study], ticks: f64) -> Sample {
     }
 }
 
-/// Seconds (since 1970) of an Orthanc job timestamp, `YYYYMMDDTHHMMSS.ffffff`.
-fn job_time(value: &serde_json::Value) -> f64 {
-    let text = value.as_str().expect("a job timestamp");
-    let (date, time) = text.split_once('T').expect("YYYYMMDDTHHMMSS");
-    let num = |s: &str| s.parse::<i64>().expect("digits");
-    let (y, m, d) = (num(&date[0..4]), num(&date[4..6]), num(&date[6..8]));
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds: f64 = time[4..].parse().expect("seconds");
-    (days * 86_400 + num(&time[0..2]) * 3600 + num(&time[2..4]) * 60) as f64 + seconds
+fn remote_instances(b: &Orthanc) -> usize {
+    b.get("/statistics").json()["CountInstances"]
+        .as_u64()
+        .unwrap_or(0) as usize
 }
 
 fn clear_remote(b: &Orthanc) {
@@ -309,7 +316,7 @@ fn main() {
             for k in 0..paths.len() {
                 let which = (k + rep) % paths.len();
                 let (name, a, studies) = &paths[which];
-                let sample = send(a, "remote", &studies[..parallel], ticks);
+                let sample = send(a, &b, "remote", &studies[..parallel], ticks);
                 // Every repetition on stderr: the medians below hide how noisy the machine was.
                 eprintln!(
                     "{parallel} sender(s), repetition {rep}, {name}: {:.2} s, CPU {:.2} s, peak RSS {:.0} MB",
