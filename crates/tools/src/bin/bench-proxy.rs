@@ -8,7 +8,7 @@
 //! 10 ms), CPU seconds used by Orthanc A (/proc/PID/stat) and A's peak RSS
 //! during the sends (VmHWM, reset before each send).
 //!
-//! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)] [SENDERS (1,4)]
+//! Usage: bench-proxy [STUDY_MB (100)] [REPETITIONS (3)] [SENDERS (4,1)]
 //!
 //! `BENCH_PROFILE=1` prints each Orthanc's role and PID first (for `perf record -p`);
 //! `BENCH_BASELINE_PLUGIN=PATH` adds a fifth path: proxy mode with another build of the
@@ -159,7 +159,7 @@ fn main() {
     let study_mb: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
     let repetitions: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(3);
     let senders: Vec<usize> = args.get(3).map_or_else(
-        || vec![1, 4],
+        || vec![4, 1],
         |list| {
             list.split(',')
                 .map(|n| n.parse().expect("SENDERS: a comma-separated list of 1..=4"))
@@ -308,6 +308,14 @@ fn main() {
             eprintln!("Orthanc A, {name}: pid {}", a.pid());
         }
         eprintln!("Orthanc B: pid {}", b.pid());
+    }
+    // One unmeasured send of all four studies from every Orthanc A first: a fresh process
+    // grows its heap over its first sends (glibc keeps what the DICOMweb plugin freed), and
+    // its first send pays one-off costs; no path should be measured in that phase.
+    eprintln!("warming up: one unmeasured 4-study send from each Orthanc A…");
+    for (_, a, studies) in &paths {
+        send(a, &b, "remote", studies, ticks);
+        clear_remote(&b);
     }
     for parallel in senders {
         let mut results: Vec<Vec<Sample>> = paths.iter().map(|_| Vec::new()).collect();
