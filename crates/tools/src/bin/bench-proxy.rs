@@ -119,7 +119,11 @@ fn send(a: &Orthanc, b: &Orthanc, server: &str, studies: &[Study], ticks: f64) -
         }
         sending.join().expect("the send");
         delivered.unwrap_or_else(|| {
-            assert_eq!(remote_instances(b), expected, "{server}: instances at the remote");
+            assert_eq!(
+                remote_instances(b),
+                expected,
+                "{server}: instances at the remote"
+            );
             started.elapsed().as_secs_f64()
         })
     });
