@@ -180,6 +180,12 @@ impl Error {
 
 /// The JSON error body of SPEC 3.2, shared by every REST answer the plugin makes.
 /// `message` and `details` must not hold secrets (no configured value is ever put there).
+/// The body of a refusal that carries no error code (404, 405, 429…): the
+/// same shape on Orthanc's route and on the proxy listener.
+pub fn plain_error_body(status: u16, error: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": error, "message": message, "http_status": status})
+}
+
 pub fn error_body(
     code: ErrorCode,
     message: &str,

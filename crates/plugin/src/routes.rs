@@ -10,7 +10,7 @@
 use crate::http::{Bytes, Method, Request, Response, Upload};
 use crate::plugin::{state, State};
 use dicomweb_oauth_core::api::{self, ApiAnswer};
-use dicomweb_oauth_core::error::error_body;
+use dicomweb_oauth_core::error::{error_body, plain_error_body};
 use dicomweb_oauth_core::proxy::forward::Method as UpstreamMethod;
 use dicomweb_oauth_core::proxy::{
     self, BodySender, ForwardRequest, ProxyResponse, StreamedRequest,
@@ -56,10 +56,7 @@ fn error_with_status(code: ErrorCode, status: u16, message: &str) -> Response {
 }
 
 fn plain_error(status: u16, error: &str, message: &str) -> Response {
-    Response::json(
-        status,
-        &json!({"error": error, "message": message, "http_status": status}),
-    )
+    Response::json(status, &plain_error_body(status, error, message))
 }
 
 fn not_found(message: &str) -> Response {

@@ -18,6 +18,7 @@ use super::forward::{
 use super::request::{correlation_id, forward_request, record, PROXY_ENDPOINT, SERVERS_PREFIX};
 use super::target::check_raw;
 use crate::config::Config;
+use crate::error::plain_error_body;
 use crate::rate_limit::RateLimiter;
 use crate::secret::Secret;
 use crate::token::Engine;
@@ -27,7 +28,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use serde_json::json;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Weak};
@@ -164,10 +164,7 @@ fn json_answer(status: u16, body: &serde_json::Value) -> Answer {
 }
 
 fn plain_error(status: u16, error: &str, message: &str) -> Answer {
-    json_answer(
-        status,
-        &json!({"error": error, "message": message, "http_status": status}),
-    )
+    json_answer(status, &plain_error_body(status, error, message))
 }
 
 fn proxied_answer(answer: ProxyResponse) -> Answer {
